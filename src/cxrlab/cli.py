@@ -1,0 +1,117 @@
+"""The ``cxrlab`` command line: a thin typer layer over the Python API.
+
+Heavy imports (torch, timm, matplotlib) happen inside the commands so that
+``cxrlab --help`` is instant.  A :class:`~cxrlab.errors.CxrlabError` becomes
+one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cxrlab.errors import CxrlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="cxrlab: chest X-ray classification research toolkit.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def print_summary(summary: dict) -> None:
+    """A table of per-label AUC and, where present, localisation vs random boxes."""
+    loc = summary.get("localization") or {}
+    per = loc.get("per_class", {})
+    t = Table(title=f"{summary.get('name', 'run')}: test split")
+    for col in ("label", "AUC", "loc. accuracy", "random boxes"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for lab, auc in summary["per_label_auc"].items():
+        p = per.get(lab, {})
+        t.add_row(lab, _fmt(auc), _fmt(p.get("accuracy", "-")), _fmt(p.get("random_accuracy", "-")))
+    t.add_section()
+    t.add_row("[bold]mean", f"[bold]{_fmt(summary['macro_auc'])}",
+              _fmt(loc.get("mean_accuracy", "-")), _fmt(loc.get("random_mean_accuracy", "-")))
+    console.print(t)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the phantom data, run and summary.json.")] = Path("cxrlab-demo"),
+    n: Annotated[int, typer.Option(help="Number of phantom images.")] = 2400,
+    size: Annotated[int, typer.Option(help="Phantom image size in pixels.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed for the phantom and the training.")] = 0,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value config overrides, e.g. train.epochs=3")] = None,
+) -> None:
+    """Phantom -> train -> evaluate -> explain -> report, on a CPU in minutes."""
+    from cxrlab.demo import run_demo
+
+    summary = run_demo(out, n=n, size=size, seed=seed, overrides=overrides or [])
+    print_summary(summary)
+    console.print(f"wall time {summary['wall_seconds']:.0f} s")
+    console.print(f"summary: {out / 'summary.json'}")
+    console.print(f"report:  [bold]{summary['report']}[/bold]")
+
+
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Option(help="Target folder (NIH ChestX-ray14 layout).")],
+    n: Annotated[int, typer.Option(help="Number of images.")] = 1000,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
+    seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
+    test_fraction: Annotated[float, typer.Option(help="Fraction of patients in test_list.txt.")] = 0.2,
+    workers: Annotated[int, typer.Option(help="Processes (0 = all cores).")] = 0,
+) -> None:
+    """Write a synthetic CXR dataset with known lesions and boxes in the NIH layout."""
+    from cxrlab.data.phantom_dataset import write_phantom
+
+    if size < 32:
+        raise CxrlabError(f"--size must be >= 32, got {size}")
+    write_phantom(out, n=n, size=size, seed=seed, test_fraction=test_fraction, workers=workers or None)
+    console.print(f"wrote {n} images to {out}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-3")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run from its last checkpoint.")] = False,
+) -> None:
+    """Train, evaluate, explain and report one experiment into runs/<name>/."""
+    from cxrlab.config import load_config
+    from cxrlab.experiment import run_experiment
+
+    cfg = load_config(config, overrides or [])
+    summary = run_experiment(cfg, resume=resume)
+    print_summary(summary)
+    console.print(f"run folder: [bold]{Path(cfg.runs_dir) / cfg.name}[/bold]")
+
+
+@app.command()
+def version() -> None:
+    """Print the versions cxrlab runs with."""
+    from cxrlab.run import environment
+
+    for k, v in environment().items():
+        console.print(f"{k}: {v}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except CxrlabError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; completed epochs are saved (use --resume to continue)")
+        sys.exit(130)

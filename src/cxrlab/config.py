@@ -1,0 +1,185 @@
+"""Typed experiment configuration: YAML in, fully resolved YAML out.
+
+Every field has a default, so a recipe only states what differs.  Unknown keys
+and wrong types are errors that name the key (``train.lr: ...``).  Command-line
+overrides are ``key=value`` pairs with dotted keys; values are parsed as YAML
+(``train.epochs=3``, ``data.labels=[Mass,Nodule]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cxrlab.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    source: str = "nih14"
+    """Registered source name (see ``cxrlab.data.sources``)."""
+    root: str = ""
+    """Dataset folder in the source's published layout."""
+    labels: list[str] | None = None
+    """Labels to train on; ``None`` takes the source's default list."""
+    image_size: int = Field(224, ge=16, le=4096)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.9)
+    """Fraction of training *patients* held out for validation (when the source has no val split)."""
+    limit: int | None = Field(None, ge=1)
+    """Use only the first N images of each split (quick experiments)."""
+    workers: int = Field(0, ge=0)
+    """Processes for decoding images (0 = all cores)."""
+
+
+class ModelConfig(_Strict):
+    name: str = "densenet121"
+    """``simple_cnn`` or any timm model name."""
+    pretrained: str = "none"
+    """``none``, ``hub`` (needs network) or a path to a local weights file."""
+    in_chans: int = Field(1, ge=1, le=3)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    width: int = Field(32, ge=4)
+    """Base channel width (``simple_cnn`` only)."""
+    convs: int = Field(2, ge=1, le=4)
+    """Convolutions per stage (``simple_cnn`` only)."""
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    loss: Literal["bce"] = "bce"
+    scheduler: Literal["none", "plateau", "cosine"] = "plateau"
+    plateau_patience: int = Field(2, ge=0)
+    plateau_factor: float = Field(0.1, gt=0, lt=1)
+    early_stop: int = Field(10, ge=1)
+    """Stop after this many epochs without a better validation AUC."""
+    device: str = "auto"
+    threads: int = Field(0, ge=0)
+    """CPU threads for torch (0 = torch's default)."""
+    augment: bool = True
+    """Light batched augmentation (small shifts and zoom, brightness/contrast)."""
+
+
+class ExplainConfig(_Strict):
+    enabled: bool = True
+    method: Literal["gradcam"] = "gradcam"
+    threshold: float = Field(0.5, gt=0, lt=1)
+    iou: float = Field(0.1, gt=0, le=1)
+    max_images: int = Field(400, ge=1)
+    """Test images with true boxes to score (all classes of an image are scored)."""
+    random_draws: int = Field(20, ge=1)
+    figures: int = Field(12, ge=0)
+    """CAM overlays to draw in the report."""
+
+
+class ExperimentConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    task: Literal["multilabel", "binary", "multiclass"] = "multilabel"
+    runs_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    explain: ExplainConfig = ExplainConfig()
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    got = first.get("input")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    shown = "" if first["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+    return f"{origin}: {key}: {msg}{shown}{more}"
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {key}: {p} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["train.lr=1e-3", ...]`` into a nested dict."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def build_config(tree: dict[str, Any], origin: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load a YAML recipe, apply ``key=value`` overrides and validate.
+
+    Args:
+        path: YAML file; ``None`` starts from ``base`` (or the defaults).
+        overrides: dotted ``key=value`` strings, applied last.
+        base: a dict of settings under the file (e.g. a built-in recipe).
+    """
+    tree: dict[str, Any] = dict(base or {})
+    origin = "config"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            where = f" (line {line + 1})" if line is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        tree = _merge(tree, loaded)
+    if overrides:
+        tree = _merge(tree, parse_overrides(overrides))
+        origin = f"{origin} + overrides"
+    return build_config(tree, origin)
+
+
+def to_yaml(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> str:
+    tree = cfg.model_dump(mode="json")
+    if extra:
+        tree = {**tree, **extra}
+    return yaml.safe_dump(tree, sort_keys=False)

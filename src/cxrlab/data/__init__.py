@@ -1,0 +1,1 @@
+"""Datasets: sources (published layouts) -> Manifest -> resized image arrays."""

@@ -1,0 +1,54 @@
+"""The Manifest: one row per image, the contract between sources and the rest.
+
+Columns of ``Manifest.frame``: ``image`` (path relative to ``root``),
+``patient``, ``view`` (PA/AP/LATERAL or empty), ``split`` (train/val/test),
+and one float column per label with 1, 0, -1 (uncertain) or NaN (not
+mentioned).  ``boxes`` (optional) has ``image, label, x, y, w, h`` in the
+pixel coordinates of the original image; ``image_sizes`` maps image -> (w, h)
+where the source knows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrlab.errors import CxrlabError
+
+BASE_COLUMNS = ("image", "patient", "view", "split")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Manifest:
+    frame: pd.DataFrame
+    root: Path
+    labels: list[str]
+    task: str = "multilabel"
+    boxes: pd.DataFrame | None = None
+    image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in (*BASE_COLUMNS, *self.labels) if c not in self.frame.columns]
+        if missing:
+            raise CxrlabError(f"manifest is missing columns {missing}")
+        dup = self.frame["image"].duplicated()
+        if dup.any():
+            first = self.frame.loc[dup, "image"].iloc[0]
+            raise CxrlabError(f"manifest: {int(dup.sum())} duplicate image ids (first: {first})")
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name].reset_index(drop=True)
+
+    def targets(self, frame: pd.DataFrame) -> np.ndarray:
+        """Label matrix (N, L) as float32 with the manifest's label encoding."""
+        return frame[self.labels].to_numpy(dtype=np.float32)
+
+    def paths(self, frame: pd.DataFrame) -> list[Path]:
+        return [self.root / p for p in frame["image"]]
+
+    def split_lists(self) -> dict[str, list[str]]:
+        return {s: self.frame.loc[self.frame["split"] == s, "image"].tolist() for s in SPLITS}

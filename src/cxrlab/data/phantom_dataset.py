@@ -1,0 +1,108 @@
+"""Write a phantom dataset to disk in the NIH ChestX-ray14 layout.
+
+Layout (the same files the ``nih14`` source reads)::
+
+    OUT/
+      images/00000001_000.png ...       8-bit grey PNGs, SIZE x SIZE
+      Data_Entry_2017.csv               NIH columns (incl. the split header quirk)
+      BBox_List_2017.csv                one box per row: x, y, w, h in image pixels
+      train_val_list.txt  test_list.txt official-style split, by patient
+      phantom.json                      how it was made (seed, size, n, labels)
+
+Image names follow NIH: ``{patient:08d}_{follow_up:03d}.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cxrlab.data.phantom import LABELS, PhantomImage, render
+from cxrlab.errors import CxrlabError
+from cxrlab.progress import progress
+from cxrlab.runio import atomic_write_text
+
+DATA_ENTRY_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+    "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+
+
+def image_name(patient: int, follow_up: int) -> str:
+    return f"{patient:08d}_{follow_up:03d}.png"
+
+
+def _is_test_patient(patient: int, seed: int, test_fraction: float) -> bool:
+    return bool(np.random.default_rng([seed, 3, patient]).random() < test_fraction)
+
+
+def _render_and_save(args: tuple[int, int, int, str]) -> PhantomImage:
+    index, size, seed, image_dir = args
+    item = render(index, size=size, seed=seed)
+    path = os.path.join(image_dir, image_name(item.patient, item.follow_up))
+    if not cv2.imwrite(path, item.pixels):
+        raise CxrlabError(f"{path}: could not write image")
+    item.pixels = np.empty(0, np.uint8)  # do not ship pixels back between processes
+    return item
+
+
+def write_phantom(
+    out: str | Path,
+    n: int = 1000,
+    size: int = 256,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    workers: int | None = None,
+) -> Path:
+    """Generate ``n`` phantom images into ``out`` (NIH layout) and return ``out``.
+
+    Args:
+        out: target folder; created if missing. Existing phantom files are overwritten.
+        n: number of images.
+        size: image side in pixels.
+        seed: dataset seed (same seed, same files).
+        test_fraction: fraction of *patients* listed in ``test_list.txt``.
+        workers: processes to render with (default: all cores).
+    """
+    if n < 1:
+        raise CxrlabError(f"phantom: --n must be >= 1, got {n}")
+    out = Path(out)
+    image_dir = out / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    jobs = [(i, size, seed, str(image_dir)) for i in range(n)]
+    items: list[PhantomImage] = []
+    if workers > 1 and n >= 64:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            it = pool.map(_render_and_save, jobs, chunksize=32)
+            items = list(progress(it, total=n, desc="phantom"))
+    else:
+        items = [_render_and_save(j) for j in progress(jobs, desc="phantom")]
+
+    rows, boxes, train_val, test = [], [], [], []
+    age_rng = np.random.default_rng([seed, 4])
+    ages = age_rng.integers(18, 90, size=n)
+    sexes = age_rng.choice(["M", "F"], size=n)
+    for item, age, sex in zip(items, ages, sexes, strict=True):
+        name = image_name(item.patient, item.follow_up)
+        found = [k for k in LABELS if item.labels[k]]
+        finding = "|".join(found) if found else "No Finding"
+        rows.append(f"{name},{finding},{item.follow_up},{item.patient},{age},{sex},PA,{size},{size},0.143,0.143")
+        for label, (x, y, w, h) in item.boxes:
+            boxes.append(f"{name},{label},{x:.1f},{y:.1f},{w:.1f},{h:.1f}")
+        (test if _is_test_patient(item.patient, seed, test_fraction) else train_val).append(name)
+
+    atomic_write_text(out / "Data_Entry_2017.csv", "\n".join([DATA_ENTRY_HEADER, *rows]) + "\n")
+    atomic_write_text(out / "BBox_List_2017.csv", "\n".join([BBOX_HEADER, *boxes]) + "\n")
+    atomic_write_text(out / "train_val_list.txt", "\n".join(train_val) + "\n")
+    atomic_write_text(out / "test_list.txt", "\n".join(test) + "\n")
+    meta = {"generator": "cxrlab.phantom", "n": n, "size": size, "seed": seed,
+            "test_fraction": test_fraction, "labels": list(LABELS)}
+    atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
+    return out

@@ -1,0 +1,151 @@
+"""NIH ChestX-ray14 (Wang et al., CVPR 2017) in its published layout.
+
+Disk layout under ``root``::
+
+    Data_Entry_2017.csv | Data_Entry_2017_v2020.csv   (optionally .gz)
+    train_val_list.txt, test_list.txt                  official split (by patient)
+    BBox_List_2017.csv                                 optional, 8 classes, x,y,w,h
+    images/*.png  or  images_001/images/*.png ... images_012/...
+
+Label encoding: ``Finding Labels`` is a ``|``-separated list of the 14 findings
+or ``No Finding``; each label column is 1 if listed, else 0 (NIH has no
+uncertain labels).  The validation split is carved from ``train_val`` by
+patient (``val_fraction``), since NIH publishes none.
+
+The cxrlab phantom writes this same layout with a subset of the labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrlab.data.manifest import Manifest
+from cxrlab.data.sources import register_source
+from cxrlab.data.splits import carve_by_patient
+from cxrlab.errors import CxrlabError
+
+NIH14_LABELS: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
+    "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening",
+    "Pneumonia", "Pneumothorax",
+)
+_DATA_ENTRY_COLUMNS = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID",
+                       "Patient Age", "Patient Gender", "View Position")
+
+
+def _find_one(root: Path, patterns: tuple[str, ...], what: str) -> Path:
+    for pat in patterns:
+        hits = sorted(root.glob(pat))
+        if hits:
+            return hits[0]
+    raise CxrlabError(f"{root}: no {what} found (looked for {', '.join(patterns)})")
+
+
+def read_data_entry(path: Path) -> pd.DataFrame:
+    """Read a Data_Entry table; only the first seven columns are used.
+
+    The NIH header splits ``OriginalImage[Width,Height]`` over a comma, so rows
+    have more fields than header names: columns are taken by position.
+    """
+    try:
+        head = pd.read_csv(path, nrows=0)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as e:
+        raise CxrlabError(f"{path}: cannot read CSV ({e})") from None
+    missing = [c for c in _DATA_ENTRY_COLUMNS if c not in head.columns]
+    if missing:
+        raise CxrlabError(f"{path}: missing columns {missing}")
+    positions = [list(head.columns).index(c) for c in _DATA_ENTRY_COLUMNS]
+    frame = pd.read_csv(path, header=None, skiprows=1, usecols=positions, dtype=str,
+                        keep_default_na=False)
+    frame.columns = [_DATA_ENTRY_COLUMNS[positions.index(p)] for p in sorted(positions)]
+    return frame
+
+
+def read_bbox_list(path: Path) -> pd.DataFrame:
+    """Read ``BBox_List_2017.csv``: image, label, x, y, w, h (one box per row)."""
+    frame = pd.read_csv(path, header=None, skiprows=1, usecols=range(6))
+    frame.columns = ["image", "label", "x", "y", "w", "h"]
+    bad = frame[["x", "y", "w", "h"]].isna().any(axis=1)
+    if bad.any():
+        raise CxrlabError(f"{path}: {int(bad.sum())} box rows with missing coordinates "
+                          f"(first: {frame.loc[bad, 'image'].iloc[0]})")
+    frame["label"] = frame["label"].replace({"Infiltrate": "Infiltration"})
+    return frame
+
+
+def _read_list(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _image_index(root: Path) -> dict[str, str]:
+    """Map image file name -> path relative to root, over ``images*/`` folders."""
+    index: dict[str, str] = {}
+    for folder in sorted(root.glob("images*")):
+        inner = folder / "images" if (folder / "images").is_dir() else folder
+        for p in inner.glob("*.png"):
+            index[p.name] = str(p.relative_to(root))
+    return index
+
+
+def label_matrix(findings: pd.Series, labels: list[str], origin: Path) -> pd.DataFrame:
+    dummies = findings.str.get_dummies(sep="|")
+    unknown = sorted(set(dummies.columns) - set(NIH14_LABELS) - {"No Finding"})
+    if unknown:
+        raise CxrlabError(f"{origin}: unknown labels in 'Finding Labels': {unknown}")
+    return pd.DataFrame({lab: dummies[lab].astype(np.float32) if lab in dummies else np.float32(0)
+                         for lab in labels}, index=findings.index)
+
+
+@register_source("nih14")
+def nih14(root: str, labels: list[str] | None = None, val_fraction: float = 0.1,
+          seed: int = 0) -> Manifest:
+    """Read ChestX-ray14 at ``root`` into a Manifest (official split + val by patient)."""
+    base = Path(root)
+    if not base.is_dir():
+        raise CxrlabError(f"{base}: dataset folder not found")
+    labels = list(labels) if labels else list(NIH14_LABELS)
+    bad = [lab for lab in labels if lab not in NIH14_LABELS]
+    if bad:
+        raise CxrlabError(f"nih14: unknown labels {bad}; known: {', '.join(NIH14_LABELS)}")
+    entry_path = _find_one(base, ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz"), "Data_Entry_2017 CSV")
+    entry = read_data_entry(entry_path)
+    test_names = set(_read_list(_find_one(base, ("test_list.txt",), "test_list.txt")))
+    trainval_names = set(_read_list(_find_one(base, ("train_val_list.txt",), "train_val_list.txt")))
+
+    index = _image_index(base)
+    if not index:
+        raise CxrlabError(f"{base}: no PNG images under images*/")
+    names = entry["Image Index"]
+    rel = names.map(index)
+    missing = rel.isna()
+    if missing.any():
+        examples = ", ".join(names[missing].head(3))
+        raise CxrlabError(f"{entry_path}: {int(missing.sum())} listed images not found under "
+                          f"{base}/images*/ (first: {examples})")
+    in_test = names.isin(test_names).to_numpy()
+    in_trainval = names.isin(trainval_names).to_numpy()
+    split = np.where(in_test, "test", np.where(in_trainval, "train", ""))
+    frame = pd.DataFrame({
+        "image": rel.to_numpy(),
+        "patient": entry["Patient ID"].astype(str).to_numpy(),
+        "view": entry["View Position"].to_numpy(),
+        "split": split,
+    })
+    train = frame["split"] == "train"
+    val = carve_by_patient(frame.loc[train, "patient"], val_fraction, seed)
+    frame.loc[frame.index[train][val], "split"] = "val"
+    frame = frame[frame["split"] != ""].reset_index(drop=True)
+    labmat = label_matrix(entry.loc[in_test | in_trainval, "Finding Labels"].reset_index(drop=True),
+                          labels, entry_path)
+    frame = pd.concat([frame, labmat], axis=1)
+
+    boxes = None
+    bbox_hits = sorted(base.glob("BBox_List_2017.csv*"))
+    if bbox_hits:
+        boxes = read_bbox_list(bbox_hits[0])
+        boxes = boxes[boxes["image"].isin(set(names))]
+        boxes["image"] = boxes["image"].map(index)
+    return Manifest(frame=frame, root=base, labels=labels, task="multilabel", boxes=boxes)

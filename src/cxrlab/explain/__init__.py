@@ -1,0 +1,1 @@
+"""Explanations: class activation maps and box extraction/scoring."""
