@@ -175,7 +175,7 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
         boxes.append(("Pneumothorax", _box_of(pneumo_region)))
     for k in range(2):
         hilum = np.exp(-(((xx - (cx + (k * 2 - 1) * lung_dx * 0.55)) / 0.08) ** 2 + ((yy - lcy) / 0.12) ** 2))
-        texture = 0.07 * vessels * (0.5 + hilum) * ~pneumo_region
+        texture = 0.055 * vessels * (0.5 + hilum) * ~pneumo_region
         img += lung_soft[k] * (-0.20 + texture) - pneumo_region * lung_soft[k] * 0.04
     img += 0.06 * ribs + 0.10 * pleural_line
 
@@ -216,7 +216,7 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
         soft_patch = cv2.GaussianBlur(patch.astype(np.float32), (0, 0), max(size * 0.008, 0.5))
         img += 0.16 * soft_patch
         boxes.append(("Consolidation", _box_of(patch)))
-    for name, rmin, rmax, amp in (("Mass", 0.05, 0.07, 0.22), ("Nodule", 0.024, 0.032, 0.22)):
+    for name, rmin, rmax, amp in (("Mass", 0.05, 0.07, 0.22), ("Nodule", 0.024, 0.032, 0.26)):
         if not labels[name]:
             continue
         side = int(rng.integers(2))

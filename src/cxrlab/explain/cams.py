@@ -5,8 +5,8 @@ The model is put in eval mode for the computation and restored afterwards.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch

@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny phantom dataset and the real-sample folder (skipped if absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("CXRLAB_QUIET", "1")
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+if "CXRLAB_REAL_DATA" in os.environ:
+    REAL = Path(os.environ["CXRLAB_REAL_DATA"])
+
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real sample data not found at {REAL}")
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 phantom images of 64 px in the NIH layout (shared by the tests; do not modify)."""
+    from cxrlab.data.phantom_dataset import write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("phantom"), n=120, size=64, seed=3, workers=1)

@@ -1,0 +1,96 @@
+"""The run-folder contract, resume, and a mismatched checkpoint, on a tiny phantom run."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from cxrlab.config import load_config
+from cxrlab.data.phantom import LABELS
+from cxrlab.errors import CxrlabError
+from cxrlab.experiment import model_from_run, run_experiment
+from cxrlab.models import build_model
+from cxrlab.run import RunFolder
+
+
+def tiny_config(root, runs, **over):
+    base = {
+        "name": "tiny", "seed": 1, "runs_dir": str(runs),
+        "data": {"source": "nih14", "root": str(root), "labels": list(LABELS), "image_size": 32,
+                 "val_fraction": 0.2, "workers": 1},
+        "model": {"name": "simple_cnn", "width": 4, "convs": 1},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
+        "explain": {"max_images": 10, "random_draws": 2, "figures": 4},
+    }
+    return load_config(None, [f"{k}={v}" for k, v in over.items()], base=base)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_phantom, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = tiny_config(tiny_phantom, runs)
+    summary = run_experiment(cfg)
+    return RunFolder(runs / "tiny"), summary, cfg
+
+
+def test_run_folder_holds_every_artifact(tiny_run):
+    run, summary, cfg = tiny_run
+    p = run.path
+    for rel in ["config.yaml", "split.json", "metrics.jsonl", "model.json", "predictions.csv",
+                "report.html", "summary.json", "checkpoints/best.safetensors",
+                "checkpoints/last.safetensors", "figures/training_curves.png", "figures/roc.png",
+                "figures/localization.png", "figures/cam_overlays.png"]:
+        assert (p / rel).is_file(), rel
+    conf = yaml.safe_load((p / "config.yaml").read_text())
+    assert conf["seed"] == 1 and conf["model"]["name"] == "simple_cnn"
+    assert {"torch", "cxrlab", "git_commit", "python"} <= set(conf["environment"])
+    split = json.loads((p / "split.json").read_text())
+    assert len(split["hash"]) == 16 and not set(split["train"]) & set(split["test"])
+    rows = [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    info = json.loads((p / "model.json").read_text())
+    assert info["labels"] == list(LABELS) and info["input_size"] == 32
+    assert set(info["thresholds"]) == set(LABELS) and "normalization" in info
+    pred = pd.read_csv(p / "predictions.csv")
+    assert len(pred) == len(split["test"])
+    assert {f"prob_{k}" for k in LABELS} <= set(pred.columns)
+    assert pred[[f"prob_{k}" for k in LABELS]].stack().between(0, 1).all()
+    state = load_file(str(p / "checkpoints/best.safetensors"))
+    assert "head.weight" in state
+    html = (p / "report.html").read_text()
+    for fig in ["figures/roc.png", "figures/training_curves.png", "figures/cam_overlays.png"]:
+        assert fig in html
+    loc = summary["localization"]
+    assert loc["cases"] > 0 and 0 <= loc["mean_accuracy"] <= 1
+
+
+def test_model_rebuilds_from_run_folder_and_mismatch_is_a_clear_error(tiny_run):
+    run, _, _ = tiny_run
+    model, info = model_from_run(run)
+    assert info["num_classes"] == len(LABELS)
+    wrong = build_model("simple_cnn", 3, width=4, convs=1)
+    with pytest.raises(CxrlabError, match="does not match the model"):
+        run.load_weights(wrong, "best")
+
+
+def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tiny_phantom, tmp_path):
+    full = run_experiment(tiny_config(tiny_phantom, tmp_path / "a", **{"train.epochs": 3}))
+    # "crash" after epoch 2: run 2 epochs, then resume the same run with epochs=3
+    run_experiment(tiny_config(tiny_phantom, tmp_path / "b", **{"train.epochs": 2}))
+    resumed = run_experiment(tiny_config(tiny_phantom, tmp_path / "b", **{"train.epochs": 3}), resume=True)
+    a = [json.loads(x) for x in (tmp_path / "a/tiny/metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b/tiny/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    assert b[-1]["train_loss"] == pytest.approx(a[-1]["train_loss"], rel=1e-5)
+    assert resumed["macro_auc"] == pytest.approx(full["macro_auc"], abs=1e-6)
+
+
+def test_empty_root_and_unknown_source_are_one_line_errors(tmp_path):
+    with pytest.raises(CxrlabError, match="data.root is empty"):
+        run_experiment(load_config(None, ["data.root="]))
+    with pytest.raises(CxrlabError, match="unknown data source"):
+        run_experiment(load_config(None, [f"data.root={tmp_path}", "data.source=nope"]))
+    with pytest.raises(CxrlabError, match="no Data_Entry"):
+        run_experiment(load_config(None, [f"data.root={tmp_path}"]))
