@@ -10,19 +10,69 @@ import numpy as np
 from cxrlab.errors import CxrlabError
 
 
-def read_gray(path: str | Path) -> np.ndarray:
-    """Read an image file as a 2-D array (uint8 or uint16, full precision).
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
-    RGB(A) images are converted to grey; 16-bit PNGs stay 16-bit.
+
+def is_dicom(path: str | Path) -> bool:
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """Read a single-frame DICOM as float32 with display semantics (bright = dense).
+
+    Applies the modality LUT (rescale slope/intercept), then the VOI LUT or
+    window from the file when present, and inverts MONOCHROME1 so that every
+    image has bright bones.  No quantisation happens here.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            raise CxrlabError(f"{path}: multi-frame DICOM ({frames} frames) is not a radiograph cxrlab can read")
+        raw = ds.pixel_array
+    except CxrlabError:
+        raise
+    except (InvalidDicomError, AttributeError, ValueError, KeyError, OSError, EOFError) as e:
+        raise CxrlabError(f"{path}: cannot read DICOM ({type(e).__name__}: {e})") from None
+    if raw.ndim != 2:
+        raise CxrlabError(f"{path}: DICOM pixel data has shape {raw.shape}, expected one grey frame")
+    img = apply_modality_lut(raw, ds).astype(np.float32)
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        img = apply_voi_lut(img, ds, prefer_lut=True).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        img = float(img.max()) + float(img.min()) - img
+    return img
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """Read an image file as a 2-D array at full precision.
+
+    PNG (8/16-bit), JPEG and other OpenCV formats give uint8/uint16; RGB(A) is
+    converted to grey.  DICOM gives float32 after rescale, VOI LUT/window and
+    MONOCHROME1 inversion (:func:`read_dicom`).
 
     Raises:
-        CxrlabError: the file is missing, empty, corrupt or not an image.
+        CxrlabError: the file is missing, empty, corrupt, multi-frame or not an image.
     """
     path = Path(path)
     if not path.is_file():
         raise CxrlabError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise CxrlabError(f"{path}: image file is empty")
+    if is_dicom(path):
+        return read_dicom(path)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CxrlabError(f"{path}: cannot decode image (corrupt, truncated or unsupported format)")

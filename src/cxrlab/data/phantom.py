@@ -134,7 +134,7 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     body_ax, body_ay = prng.uniform(0.40, 0.46), prng.uniform(0.46, 0.52)
     lung_ax, lung_ay = prng.uniform(0.115, 0.14), prng.uniform(0.25, 0.30)
     lung_dx, lung_cy = prng.uniform(0.16, 0.19), prng.uniform(0.44, 0.49)
-    heart_hw_normal = prng.uniform(0.105, 0.135)
+    heart_hw_normal = prng.uniform(0.10, 0.14)
     rib_phase = prng.uniform(0, 1)
     # --- pose / exposure (per image) ----------------------------------------------
     sx, sy = rng.normal(0, 0.012, size=2)
@@ -166,7 +166,7 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     if labels["Pneumothorax"]:
         side = int(rng.integers(2))
         lx = cx - lung_dx if side == 0 else cx + lung_dx
-        shrink = rng.uniform(0.62, 0.78)
+        shrink = rng.uniform(0.68, 0.84)
         # collapsed lung: an ellipse shrunk toward the hilum (medial, lower)
         hx = lx + (0.35 * lung_ax if side == 0 else -0.35 * lung_ax)
         inner = _ellipse(xx, yy, hx, lcy + 0.08 * lung_ay, lung_ax * shrink, lung_ay * shrink)
@@ -180,7 +180,7 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     img += 0.06 * ribs + 0.10 * pleural_line
 
     # heart shadow (overlaps the medial lower lungs)
-    heart_hw = rng.uniform(0.175, 0.21) if labels["Cardiomegaly"] else heart_hw_normal * rng.uniform(0.97, 1.03)
+    heart_hw = rng.uniform(0.16, 0.21) if labels["Cardiomegaly"] else heart_hw_normal * rng.uniform(0.97, 1.03)
     heart_cx, heart_cy, heart_hh = cx + 0.035, lcy + 0.17, rng.uniform(0.11, 0.13)
     heart_d2 = _ellipse(xx, yy, heart_cx, heart_cy, heart_hw, heart_hh)
     heart = _soft(heart_d2, 0.12)
@@ -199,7 +199,7 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     if labels["Effusion"]:
         side = int(rng.integers(2))
         lx = cx - lung_dx if side == 0 else cx + lung_dx
-        level = lcy + lung_ay * rng.uniform(0.35, 0.6)
+        level = lcy + lung_ay * rng.uniform(0.45, 0.7)
         lateral = np.abs(xx - lx) * (1 if side == 0 else 1)
         outward = (xx < lx) if side == 0 else (xx > lx)
         meniscus = level - 0.9 * lateral**2 / lung_ax * outward
