@@ -29,8 +29,20 @@ class DataConfig(_Strict):
     labels: list[str] | None = None
     """Labels to train on; ``None`` takes the source's default list."""
     image_size: int = Field(224, ge=16, le=4096)
+    options: dict[str, Any] = {}
+    """Source-specific options (see each source's documentation)."""
     val_fraction: float = Field(0.1, gt=0.0, lt=0.9)
     """Fraction of training *patients* held out for validation (when the source has no val split)."""
+    fractions: dict[Literal["train", "val", "test"], float] = {"train": 0.7, "val": 0.1, "test": 0.2}
+    """Patient shares per split when the source has no official split (iterative stratification)."""
+    split_file: str | None = None
+    """JSON file to save the split to, or reuse it from when it exists."""
+    uncertain: str | dict[str, str] = "ignore"
+    """Policy for uncertain (-1) labels: ignore | zeros | ones | random-flip | selftrained, or per label."""
+    blank: Literal["negative", "ignore"] = "negative"
+    """Blank (not mentioned) labels: negative (0) or ignored in the loss."""
+    flip_p: float | dict[str, float] = 0.5
+    """Probability of 1 for random-flip draws, for all labels or per label."""
     limit: int | None = Field(None, ge=1)
     """Use only the first N images of each split (quick experiments)."""
     workers: int = Field(0, ge=0)

@@ -18,6 +18,8 @@ import torch
 from cxrlab.config import ExperimentConfig
 from cxrlab.data.arrays import load_images
 from cxrlab.data.io import image_size
+from cxrlab.data.labels import apply_policy
+from cxrlab.data.labels import redraw as label_redraw
 from cxrlab.data.manifest import Manifest
 from cxrlab.data.sources import load_source
 from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD
@@ -47,7 +49,8 @@ def build_manifest(cfg: ExperimentConfig) -> Manifest:
     d = cfg.data
     if not d.root:
         raise CxrlabError("data.root is empty: set it in the config or as data.root=DIR")
-    m = load_source(d.source, d.root, labels=d.labels, val_fraction=d.val_fraction, seed=cfg.seed)
+    m = load_source(d.source, d.root, labels=d.labels, options=d.options, val_fraction=d.val_fraction,
+                    fractions=dict(d.fractions), seed=cfg.seed, split_file=d.split_file)
     for s in ("train", "val", "test"):
         if (m.frame["split"] == s).sum() == 0:
             raise CxrlabError(f"{d.root}: the {s} split is empty")
@@ -82,6 +85,9 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
         torch.set_num_threads(cfg.train.threads)
     manifest = build_manifest(cfg)
     labels = manifest.labels
+    if manifest.task != cfg.task:
+        log.info("task %s (from source %s) replaces config task %s", manifest.task, cfg.data.source, cfg.task)
+        cfg = cfg.model_copy(update={"task": manifest.task})
     run = RunFolder(Path(cfg.runs_dir) / cfg.name).create()
     splits = {s: _limit(manifest.split(s), cfg.data.limit) for s in ("train", "val", "test")}
     split_ids = {s: f["image"].tolist() for s, f in splits.items()}
@@ -97,7 +103,13 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
     size = cfg.data.image_size
     arrays = {s: torch.from_numpy(load_images(manifest.paths(f), size, cfg.data.workers, desc=f"decode {s}"))
               for s, f in splits.items()}
-    data = {s: ArraySplit(arrays[s], torch.from_numpy(manifest.targets(splits[s]).copy())) for s in splits}
+    data = {}
+    for s, f in splits.items():
+        d = cfg.data
+        plan = (apply_policy(manifest.targets(f), labels, d.uncertain, d.blank, d.flip_p) if s == "train"
+                else apply_policy(manifest.targets(f), labels, "ignore", d.blank))
+        redraw = (lambda rng, p=plan: label_redraw(p, rng)) if plan.flip_mask.any() else None
+        data[s] = ArraySplit(arrays[s], torch.from_numpy(plan.targets), redraw=redraw)
     log.info("images: %s", {s: len(v) for s, v in data.items()})
 
     model = build_model(cfg.model.name, len(labels), in_chans=cfg.model.in_chans,
@@ -109,8 +121,8 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
     model.to(device)
 
     test = splits["test"]
-    y_true = manifest.targets(test)
-    probs = predict(model, data["test"].images, cfg.model.in_chans, device)
+    y_true = data["test"].targets.numpy()
+    probs = predict(model, data["test"].images, cfg.model.in_chans, device, task=cfg.task)
     aucs = per_label_auc(y_true, probs, labels)
     pred = pd.DataFrame({"image": test["image"], "patient": test["patient"]})
     for i, lab in enumerate(labels):

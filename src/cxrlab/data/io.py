@@ -9,7 +9,6 @@ import numpy as np
 
 from cxrlab.errors import CxrlabError
 
-
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 

@@ -50,5 +50,15 @@ class Manifest:
     def paths(self, frame: pd.DataFrame) -> list[Path]:
         return [self.root / p for p in frame["image"]]
 
-    def split_lists(self) -> dict[str, list[str]]:
-        return {s: self.frame.loc[self.frame["split"] == s, "image"].tolist() for s in SPLITS}
+
+def numeric_labels(raw: pd.DataFrame, labels: list[str], origin: object) -> pd.DataFrame:
+    """Label columns as float32 in {1, 0, -1, NaN}; any other value is an error naming it."""
+    values = raw[labels].apply(pd.to_numeric, errors="coerce")
+    bad = (values.notna() & ~values.isin([1.0, 0.0, -1.0])) | (raw[labels].notna() & values.isna())
+    if bad.any().any():
+        col = bad.any().idxmax()
+        row = int(bad[col].to_numpy().argmax())
+        v = raw[col].iloc[row]
+        shown = repr(v) if isinstance(v, str) else f"{float(v):g}"
+        raise CxrlabError(f"{origin}: column {col!r} holds {shown} (row {row + 2}); expected 1, 0, -1 or blank")
+    return values.astype(np.float32)

@@ -12,6 +12,7 @@ Shuffling and augmentation of epoch ``e`` are drawn from a generator seeded by
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +25,23 @@ from cxrlab.data.transforms import augment, to_float
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.progress import make_progress
 from cxrlab.run import RunFolder
-from cxrlab.train.losses import masked_bce
+from cxrlab.train.losses import activation, task_loss
 
 
 @dataclass
 class ArraySplit:
     images: torch.Tensor  # uint8 (N, S, S)
     targets: torch.Tensor  # float32 (N, L); NaN = ignore
+    redraw: Callable[[np.random.Generator], np.ndarray] | None = None
+    """Per-epoch targets (random-flip policy); ``None`` keeps ``targets``."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def epoch_targets(self, epoch_seed: int) -> torch.Tensor:
+        if self.redraw is None:
+            return self.targets
+        return torch.from_numpy(self.redraw(np.random.default_rng(epoch_seed)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,15 +51,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch.device,
-            batch_size: int = 64) -> np.ndarray:
-    """Sigmoid probabilities (N, L) for uint8 images (N, S, S)."""
+def predict_logits(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch.device,
+                   batch_size: int = 64) -> torch.Tensor:
+    """Logits (N, L) on the CPU for uint8 images (N, S, S)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = to_float(images[i:i + batch_size].to(device), in_chans)
-        out.append(torch.sigmoid(model(x).float()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        out.append(model(x).float().cpu())
+    return torch.cat(out)
+
+
+def predict(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch.device,
+            batch_size: int = 64, task: str = "multilabel") -> np.ndarray:
+    """Probabilities (N, L): sigmoid per label, or softmax for a multi-class task."""
+    return activation(predict_logits(model, images, in_chans, device, batch_size), task).numpy()
 
 
 def _optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
@@ -92,6 +106,7 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
         run.truncate_metrics(0)
     history = run.read_metrics()
     in_chans = cfg.model.in_chans
+    loss_fn = task_loss(cfg.task)
     n = len(train)
     steps = (n + t.batch_size - 1) // t.batch_size
 
@@ -101,6 +116,7 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
                 break
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             order = torch.randperm(n, generator=gen)
+            targets = train.epoch_targets(cfg.seed * 100_003 + epoch)
             model.train()
             task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=steps, info="")
             tic, seen, loss_sum = time.perf_counter(), 0, 0.0
@@ -109,8 +125,8 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
                 x = to_float(train.images[idx].to(device), in_chans)
                 if t.augment:
                     x = augment(x, gen)
-                y = train.targets[idx].to(device)
-                loss = masked_bce(model(x), y)
+                y = targets[idx].to(device)
+                loss = loss_fn(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -120,11 +136,10 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
                 bar.update(task, advance=1, info=f"loss {loss_sum / seen:.4f}  {rate:.0f} img/s")
             train_time = time.perf_counter() - tic
 
-            probs = predict(model, val.images, in_chans, device, batch_size=2 * t.batch_size)
+            logits = predict_logits(model, val.images, in_chans, device, batch_size=2 * t.batch_size)
+            probs = activation(logits, cfg.task).numpy()
             vt = val.targets.numpy()
-            with torch.no_grad():
-                logits = torch.logit(torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7))
-                val_loss = float(masked_bce(logits, torch.from_numpy(vt)))
+            val_loss = float(loss_fn(logits, val.targets))
             aucs = per_label_auc(vt, probs, labels)
             val_auc = macro(aucs)
             improved = val_auc > best_auc

@@ -1,19 +1,46 @@
 """Dataset sources: each reads one published layout into a :class:`Manifest`.
 
-Sources register by name; configs and the CLI refer to them by that name.
+A source is a function ``(root, labels, options) -> Manifest`` registered by
+name; configs and the CLI refer to it by that name (``data.source``).  Sources
+fill ``split`` where the dataset has an official split and leave ``""``
+elsewhere; :func:`load_source` then completes the split by patient (see
+``cxrlab.data.splits``), so every source gets the same treatment.
+
+=============  ==============================================================
+name           layout
+=============  ==============================================================
+``nih14``      NIH ChestX-ray14: Data_Entry_2017*.csv, official lists, images*/
+``chexpert``   CheXpert: train.csv / valid.csv with Path, views, 14 observations
+``kermany``    Kermany pneumonia: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg
+``folder``     one folder per class, optionally under {train,val,test}/
+``csv``        a CSV with an image path column and label column(s)
+``npz``        MedMNIST-style arrays {split}_images / {split}_labels
+=============  ==============================================================
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
 
 from cxrlab.data.manifest import Manifest
+from cxrlab.data.splits import (
+    apply_split_file,
+    carve_by_patient,
+    save_split,
+    stratified_patient_split,
+)
 from cxrlab.errors import CxrlabError
+
+log = logging.getLogger(__name__)
 
 
 class SourceFn(Protocol):
-    def __call__(self, root: str, labels: list[str] | None, val_fraction: float, seed: int) -> Manifest: ...
+    def __call__(self, root: str, labels: list[str] | None, options: dict[str, Any]) -> Manifest: ...
 
 
 _SOURCES: dict[str, SourceFn] = {}
@@ -33,13 +60,61 @@ def list_sources() -> list[str]:
     return sorted(_SOURCES)
 
 
-def load_source(name: str, root: str, labels: list[str] | None = None,
-                val_fraction: float = 0.1, seed: int = 0) -> Manifest:
-    """Build the manifest of dataset ``name`` stored at ``root``."""
+def complete_splits(m: Manifest, val_fraction: float = 0.1, fractions: dict[str, float] | None = None,
+                    seed: int = 0, split_file: str | Path | None = None) -> Manifest:
+    """Fill missing splits by patient; reuse or write ``split_file``."""
+    frame = m.frame
+    if split_file is not None and Path(split_file).is_file():
+        m.frame = apply_split_file(split_file, frame)
+        return m
+    y = m.targets(frame)
+    split = frame["split"].to_numpy().astype(str)
+    empty = split == ""
+    if empty.all():
+        fr = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
+        split = stratified_patient_split(frame["patient"], y, fr, seed)
+    else:
+        if empty.any():
+            raise CxrlabError(f"{m.root}: {int(empty.sum())} images have no split while others do "
+                              f"(first: {frame.loc[empty, 'image'].iloc[0]})")
+        if not (split == "val").any():
+            train = split == "train"
+            pick = carve_by_patient(frame.loc[train, "patient"].reset_index(drop=True), val_fraction,
+                                    seed, y=y[train])
+            split[np.flatnonzero(train)[pick]] = "val"
+    frame = frame.assign(split=split)
+    by_split = frame.groupby("split")["patient"].apply(set)
+    names = list(by_split.index)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = by_split[a] & by_split[b]
+            if shared:
+                log.warning("%s: %d patients appear in both %s and %s (the dataset's own split)",
+                            m.root, len(shared), a, b)
+    m.frame = frame
+    if split_file is not None:
+        save_split(split_file, frame)
+    return m
+
+
+def load_source(name: str, root: str, labels: list[str] | None = None, options: dict[str, Any] | None = None,
+                val_fraction: float = 0.1, fractions: dict[str, float] | None = None, seed: int = 0,
+                split_file: str | Path | None = None) -> Manifest:
+    """Build the manifest of dataset ``name`` stored at ``root``, with complete splits."""
     if name not in _SOURCES:
         raise CxrlabError(f"unknown data source {name!r}; known: {', '.join(list_sources())}")
-    return _SOURCES[name](root=root, labels=labels, val_fraction=val_fraction, seed=seed)
+    m = _SOURCES[name](root=root, labels=labels, options=dict(options or {}))
+    if len(m.frame) == 0:
+        raise CxrlabError(f"{root}: no images found for source {name!r}")
+    return complete_splits(m, val_fraction, fractions, seed, split_file)
+
+
+def check_options(source: str, options: dict[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CxrlabError(f"data.options: unknown options {unknown} for source {source!r}; "
+                          f"known: {', '.join(sorted(known)) or 'none'}")
 
 
 # register the built-in sources
-from cxrlab.data.sources import nih  # noqa: E402,F401
+from cxrlab.data.sources import chexpert, csvfile, folder, kermany, nih, npz  # noqa: E402,F401

@@ -9,8 +9,9 @@ Disk layout under ``root``::
 
 Label encoding: ``Finding Labels`` is a ``|``-separated list of the 14 findings
 or ``No Finding``; each label column is 1 if listed, else 0 (NIH has no
-uncertain labels).  The validation split is carved from ``train_val`` by
-patient (``val_fraction``), since NIH publishes none.
+uncertain labels).  ``test_list.txt`` is the test split; the validation split
+is carved from ``train_val`` by patient (``data.val_fraction``), since NIH
+publishes none.  Patient ids lose their leading zeros (``00000001`` -> ``1``).
 
 The cxrlab phantom writes this same layout with a subset of the labels.
 """
@@ -23,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.manifest import Manifest
-from cxrlab.data.sources import register_source
-from cxrlab.data.splits import carve_by_patient
+from cxrlab.data.sources import check_options, register_source
 from cxrlab.errors import CxrlabError
 
 NIH14_LABELS: tuple[str, ...] = (
@@ -77,7 +77,13 @@ def read_bbox_list(path: Path) -> pd.DataFrame:
 
 
 def _read_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".gz":
+        import gzip
+
+        text = gzip.open(path, "rt").read()
+    else:
+        text = path.read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _image_index(root: Path) -> dict[str, str]:
@@ -99,53 +105,77 @@ def label_matrix(findings: pd.Series, labels: list[str], origin: Path) -> pd.Dat
                          for lab in labels}, index=findings.index)
 
 
-@register_source("nih14")
-def nih14(root: str, labels: list[str] | None = None, val_fraction: float = 0.1,
-          seed: int = 0) -> Manifest:
-    """Read ChestX-ray14 at ``root`` into a Manifest (official split + val by patient)."""
-    base = Path(root)
-    if not base.is_dir():
-        raise CxrlabError(f"{base}: dataset folder not found")
+def nih_tables(entry_path: Path, train_val_path: Path, test_path: Path,
+               labels: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The NIH label tables as a manifest frame (``image`` = file name, official split).
+
+    Pure table work, no image access: vectorised, a second or two for the full
+    112,120-row table.  Images in neither list are dropped (none are in the
+    official files).
+    """
     labels = list(labels) if labels else list(NIH14_LABELS)
     bad = [lab for lab in labels if lab not in NIH14_LABELS]
     if bad:
         raise CxrlabError(f"nih14: unknown labels {bad}; known: {', '.join(NIH14_LABELS)}")
-    entry_path = _find_one(base, ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz"), "Data_Entry_2017 CSV")
     entry = read_data_entry(entry_path)
-    test_names = set(_read_list(_find_one(base, ("test_list.txt",), "test_list.txt")))
-    trainval_names = set(_read_list(_find_one(base, ("train_val_list.txt",), "train_val_list.txt")))
+    names = entry["Image Index"]
+    dup = names.duplicated()
+    if dup.any():
+        raise CxrlabError(f"{entry_path}: {int(dup.sum())} duplicate image ids (first: {names[dup].iloc[0]})")
+    test_names = set(_read_list(test_path))
+    trainval_names = set(_read_list(train_val_path))
+    both = test_names & trainval_names
+    if both:
+        raise CxrlabError(f"{test_path}: {len(both)} images are in both split lists (first: {sorted(both)[0]})")
+    unknown = (test_names | trainval_names) - set(names)
+    if unknown:
+        raise CxrlabError(f"{train_val_path.parent}: {len(unknown)} images in the split lists are not in "
+                          f"{entry_path.name} (first: {sorted(unknown)[0]})")
+    in_test = names.isin(test_names).to_numpy()
+    in_trainval = names.isin(trainval_names).to_numpy()
+    keep = in_test | in_trainval
+    frame = pd.DataFrame({
+        "image": names.to_numpy(),
+        "patient": entry["Patient ID"].astype(str).str.lstrip("0").to_numpy(),
+        "view": entry["View Position"].to_numpy(),
+        "split": np.where(in_test, "test", "train"),
+    })[keep].reset_index(drop=True)
+    labmat = label_matrix(entry.loc[keep, "Finding Labels"].reset_index(drop=True), labels, entry_path)
+    return pd.concat([frame, labmat], axis=1), labels
 
+
+@register_source("nih14")
+def nih14(root: str, labels: list[str] | None = None, options: dict | None = None) -> Manifest:
+    """Read ChestX-ray14 at ``root`` into a Manifest with the official test split."""
+    check_options("nih14", options or {}, set())
+    base = Path(root)
+    if not base.is_dir():
+        raise CxrlabError(f"{base}: dataset folder not found")
+    entry_path = _find_one(base, ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz"), "Data_Entry_2017 CSV")
+    frame, labels = nih_tables(
+        entry_path,
+        _find_one(base, ("train_val_list.txt", "train_val_list.txt.gz"), "train_val_list.txt"),
+        _find_one(base, ("test_list.txt", "test_list.txt.gz"), "test_list.txt"),
+        labels,
+    )
     index = _image_index(base)
     if not index:
         raise CxrlabError(f"{base}: no PNG images under images*/")
-    names = entry["Image Index"]
-    rel = names.map(index)
+    rel = frame["image"].map(index)
     missing = rel.isna()
     if missing.any():
-        examples = ", ".join(names[missing].head(3))
+        examples = ", ".join(frame.loc[missing, "image"].head(3))
         raise CxrlabError(f"{entry_path}: {int(missing.sum())} listed images not found under "
                           f"{base}/images*/ (first: {examples})")
-    in_test = names.isin(test_names).to_numpy()
-    in_trainval = names.isin(trainval_names).to_numpy()
-    split = np.where(in_test, "test", np.where(in_trainval, "train", ""))
-    frame = pd.DataFrame({
-        "image": rel.to_numpy(),
-        "patient": entry["Patient ID"].astype(str).to_numpy(),
-        "view": entry["View Position"].to_numpy(),
-        "split": split,
-    })
-    train = frame["split"] == "train"
-    val = carve_by_patient(frame.loc[train, "patient"], val_fraction, seed)
-    frame.loc[frame.index[train][val], "split"] = "val"
-    frame = frame[frame["split"] != ""].reset_index(drop=True)
-    labmat = label_matrix(entry.loc[in_test | in_trainval, "Finding Labels"].reset_index(drop=True),
-                          labels, entry_path)
-    frame = pd.concat([frame, labmat], axis=1)
+    frame["image"] = rel.to_numpy()
 
     boxes = None
     bbox_hits = sorted(base.glob("BBox_List_2017.csv*"))
     if bbox_hits:
         boxes = read_bbox_list(bbox_hits[0])
-        boxes = boxes[boxes["image"].isin(set(names))]
+        unknown = sorted(set(boxes["image"]) - set(index))
+        if unknown:
+            raise CxrlabError(f"{bbox_hits[0]}: {len(unknown)} boxed images not found under images*/ "
+                              f"(first: {unknown[0]})")
         boxes["image"] = boxes["image"].map(index)
     return Manifest(frame=frame, root=base, labels=labels, task="multilabel", boxes=boxes)
