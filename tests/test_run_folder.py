@@ -94,3 +94,32 @@ def test_empty_root_and_unknown_source_are_one_line_errors(tmp_path):
         run_experiment(load_config(None, [f"data.root={tmp_path}", "data.source=nope"]))
     with pytest.raises(CxrlabError, match="no Data_Entry"):
         run_experiment(load_config(None, [f"data.root={tmp_path}"]))
+
+
+def test_evaluate_and_compare_cli_on_two_runs(tiny_run, tiny_phantom):
+    import subprocess
+    import sys
+
+    run, _, _ = tiny_run
+    other = tiny_config(tiny_phantom, run.path.parent, **{"name": "tiny_wide", "model.width": 6,
+                                                          "explain.enabled": False})
+    run_experiment(other)
+    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
+    ev_json = run.path / "ev.json"
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "evaluate", str(run.path), "--n-boot", "50",
+                        "--json", str(ev_json)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(ev_json.read_text())
+    assert set(ev["per_label"]) == set(LABELS) and ev["n_boot"] == 50
+    cmp_json = run.path / "cmp.json"
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "compare", str(run.path), str(run.path.parent / "tiny_wide"),
+                        "--n-boot", "50", "--json", str(cmp_json)], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    c = json.loads(cmp_json.read_text())
+    assert set(c["per_label"]) == set(LABELS)
+    assert all(0 <= d["p"] <= 1 and d["p_holm"] >= d["p"] for d in c["per_label"].values() if d["p"] == d["p"])
+    assert "Holm" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "compare", str(run.path), str(run.path.parent / "nope")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "not a finished cxrlab run" in r.stderr

@@ -96,6 +96,80 @@ def train(
     console.print(f"run folder: [bold]{Path(cfg.runs_dir) / cfg.name}[/bold]")
 
 
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>).")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the evaluation here.")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+) -> None:
+    """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity, calibration."""
+    import pandas as pd
+
+    from cxrlab.evaluate.compare import read_run_predictions
+    from cxrlab.evaluate.evaluate import evaluate_tables
+    from cxrlab.runio import atomic_write_json
+
+    test, labels, task = read_run_predictions(run)
+    val_path = run / "predictions_val.csv"
+    val = pd.read_csv(val_path) if val_path.is_file() else None
+    ev = evaluate_tables(test, labels, task, val, n_boot=n_boot, seed=seed)
+    atomic_write_json(run / "evaluation.json", ev)
+    if json_out:
+        atomic_write_json(json_out, ev)
+    t = Table(title=f"{run}: test split (n = {ev['n']})")
+    if task == "multiclass":
+        for col in ("class", "precision", "recall", "F1", "AUC"):
+            t.add_column(col, justify="left" if col == "class" else "right")
+        for lab, d in ev["per_class"].items():
+            t.add_row(lab, *(_fmt(d[k]) for k in ("precision", "recall", "f1", "auc")))
+        console.print(t)
+        a = ev["accuracy"]
+        console.print(f"accuracy {a['value']:.3f} (95% CI {a['ci_low']:.3f}-{a['ci_high']:.3f})")
+        return
+    for col in ("label", "AUC", "95% CI", "sens.", "spec.", "ECE"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for lab, d in ev["per_label"].items():
+        t.add_row(lab, _fmt(d["auc"]), f"{d['ci_low']:.3f}-{d['ci_high']:.3f}", _fmt(d["sensitivity"]),
+                  _fmt(d["specificity"]), _fmt(d["ece"]))
+    t.add_section()
+    for k in ("macro_auc", "micro_auc"):
+        d = ev[k]
+        t.add_row(k.split("_")[0], _fmt(d["auc"]), f"{d['ci_low']:.3f}-{d['ci_high']:.3f}", "", "", "")
+    console.print(t)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders; each is compared with the first.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the macro-AUC difference.")] = 1000,
+) -> None:
+    """DeLong test per label (with Holm adjustment) and paired bootstrap of the macro-AUC difference."""
+    from cxrlab.evaluate.compare import compare_runs
+    from cxrlab.runio import atomic_write_json
+
+    if len(runs) < 2:
+        raise CxrlabError("compare needs at least two run folders")
+    results = []
+    for other in runs[1:]:
+        r = compare_runs(runs[0], other, n_boot=n_boot)
+        results.append(r)
+        t = Table(title=f"{runs[0]} vs {other} (n = {r['n']})")
+        for col in ("label", "AUC A", "AUC B", "diff", "p (DeLong)", "p (Holm)"):
+            t.add_column(col, justify="left" if col == "label" else "right")
+        for lab, d in r["per_label"].items():
+            t.add_row(lab, _fmt(d["auc_a"]), _fmt(d["auc_b"]), f"{d['diff']:+.3f}", f"{d['p']:.3g}",
+                      f"{d['p_holm']:.3g}")
+        console.print(t)
+        m = r["macro_auc_difference"]
+        console.print(f"macro AUC difference {m['diff_mean']:+.4f} (95% CI {m['ci_low']:+.4f} to "
+                      f"{m['ci_high']:+.4f}), paired bootstrap p = {m['p']:.3g}")
+        console.print(r["note"])
+    if json_out:
+        atomic_write_json(json_out, results if len(results) > 1 else results[0])
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets: summary, check, sources.")
 app.add_typer(data_app, name="data")
 

@@ -81,6 +81,11 @@ class TrainConfig(_Strict):
     """Light batched augmentation (small shifts and zoom, brightness/contrast)."""
 
 
+class EvaluateConfig(_Strict):
+    n_boot: int = Field(1000, ge=0)
+    """Bootstrap resamples for the 95% CIs (patients resampled where known)."""
+
+
 class ExplainConfig(_Strict):
     enabled: bool = True
     method: Literal["gradcam"] = "gradcam"
@@ -101,6 +106,7 @@ class ExperimentConfig(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     explain: ExplainConfig = ExplainConfig()
 
 

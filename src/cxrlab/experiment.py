@@ -24,11 +24,11 @@ from cxrlab.data.manifest import Manifest
 from cxrlab.data.sources import load_source
 from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD
 from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.evaluate import evaluate_tables
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.explain.localize import localize
 from cxrlab.models import build_model, cam_layer
-from cxrlab.report import plots
-from cxrlab.report.html import figure, table, write_report
+from cxrlab.report.run_report import write_run_report
 from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write, atomic_write_json
 from cxrlab.train.loop import ArraySplit, fit, predict, resolve_device
@@ -124,17 +124,19 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
     y_true = data["test"].targets.numpy()
     probs = predict(model, data["test"].images, cfg.model.in_chans, device, task=cfg.task)
     aucs = per_label_auc(y_true, probs, labels)
-    pred = pd.DataFrame({"image": test["image"], "patient": test["patient"]})
-    for i, lab in enumerate(labels):
-        pred[lab] = y_true[:, i]
-    for i, lab in enumerate(labels):
-        pred[f"prob_{lab}"] = probs[:, i]
-    atomic_write(run.path / "predictions.csv", lambda tmp: pred.to_csv(tmp, index=False))
+    pred_test = prediction_table(test, y_true, probs, labels)
+    val_probs = predict(model, data["val"].images, cfg.model.in_chans, device, task=cfg.task)
+    pred_val = prediction_table(splits["val"], data["val"].targets.numpy(), val_probs, labels)
+    atomic_write(run.path / "predictions.csv", lambda tmp: pred_test.to_csv(tmp, index=False))
+    atomic_write(run.path / "predictions_val.csv", lambda tmp: pred_val.to_csv(tmp, index=False))
+    evaluation = evaluate_tables(pred_test, labels, cfg.task, pred_val, n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
+    atomic_write_json(run.path / "evaluation.json", evaluation)
 
     summary: dict[str, Any] = {
         "name": cfg.name, "macro_auc": macro(aucs), "per_label_auc": aucs,
         "best_epoch": max((h["epoch"] for h in history if h.get("best")), default=None),
         "epochs_run": len(history), "n_images": {s: len(f) for s, f in splits.items()},
+        "macro_auc_ci": [evaluation["macro_auc"].get("ci_low"), evaluation["macro_auc"].get("ci_high")],
     }
     cases: list[Any] = []
     sizes: dict[str, tuple[int, int]] = {}
@@ -151,62 +153,16 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
 
     summary["wall_seconds"] = time.perf_counter() - tic
     write_run_report(run, cfg, summary, history, y_true, probs, labels, cases,
-                     data["test"].images.numpy(), sizes)
+                     data["test"].images.numpy(), sizes, evaluation)
     atomic_write_json(run.path / "summary.json", summary)
     return summary
 
 
-def _pick_cases(cases: list[Any], n: int) -> list[Any]:
-    """A spread of cases over the classes: round-robin by label."""
-    by_label: dict[str, list[Any]] = {}
-    for c in cases:
-        by_label.setdefault(c.label, []).append(c)
-    out: list[Any] = []
-    while len(out) < n and any(by_label.values()):
-        for lab in list(by_label):
-            if by_label[lab] and len(out) < n:
-                out.append(by_label[lab].pop(0))
+def prediction_table(frame: pd.DataFrame, y: np.ndarray, probs: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """image, patient, true label columns, then ``prob_<label>`` columns."""
+    out = pd.DataFrame({"image": frame["image"].to_numpy(), "patient": frame["patient"].to_numpy()})
+    for i, lab in enumerate(labels):
+        out[lab] = y[:, i]
+    for i, lab in enumerate(labels):
+        out[f"prob_{lab}"] = probs[:, i]
     return out
-
-
-def write_run_report(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, Any],
-                     history: list[dict[str, Any]], y_true: np.ndarray, probs: np.ndarray,
-                     labels: list[str], cases: list[Any], images: np.ndarray,
-                     sizes: dict[str, tuple[int, int]]) -> Path:
-    f = run.figures
-    plots.training_curves(history, f / "training_curves.png")
-    plots.roc_curves(y_true, probs, labels, summary["per_label_auc"], f / "roc.png")
-    aucs = summary["per_label_auc"]
-    pos = np.nansum(y_true == 1, axis=0)
-    sections = [
-        ("Setup", table(["setting", "value"], [
-            ["model", cfg.model.name], ["data", f"{cfg.data.source} at {cfg.data.root}"],
-            ["image size", cfg.data.image_size], ["images train/val/test",
-                                                  "/".join(str(v) for v in summary["n_images"].values())],
-            ["epochs run (best)", f"{summary['epochs_run']} ({summary['best_epoch']})"],
-            ["seed", cfg.seed]])),
-        ("Classification (test split)",
-         table(["label", "positives", "AUC"], [[lab, int(pos[i]), aucs[lab]] for i, lab in enumerate(labels)]
-               + [["macro", int(pos.sum()), summary["macro_auc"]]])
-         + figure("figures/roc.png", "ROC curves")),
-        ("Training", figure("figures/training_curves.png", "training curves")),
-    ]
-    loc = summary.get("localization")
-    if loc:
-        plots.localization_bars(loc, f / "localization.png")
-        chosen = _pick_cases(cases, cfg.explain.figures)
-        if chosen:
-            plots.cam_overlays(chosen, images, sizes, f / "cam_overlays.png")
-        rows = [[lab, v["n"], v["accuracy"], v["random_accuracy"], v["precision"], v["random_precision"]]
-                for lab, v in loc["per_class"].items()]
-        rows.append(["mean", loc["cases"], loc["mean_accuracy"], loc["random_mean_accuracy"],
-                     loc["mean_precision"], loc["random_mean_precision"]])
-        body = (f"<p>Grad-CAM on the last conv block, min-max normalised, threshold {loc['threshold']}, "
-                f"connected components &rarr; boxes; a hit is IoU &ge; {loc['iou']} with a true box. "
-                "The random baseline places the same boxes uniformly at random.</p>"
-                + table(["class", "cases", "accuracy", "random acc.", "precision", "random prec."], rows)
-                + figure("figures/localization.png", "localization accuracy")
-                + (figure("figures/cam_overlays.png", "CAM overlays") if chosen else ""))
-        sections.append(("Localisation", body))
-    return write_report(run.path / "report.html", f"cxrlab run: {cfg.name}", sections,
-                        subtitle=f"macro AUC {summary['macro_auc']:.3f} on the test split")

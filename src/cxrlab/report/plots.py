@@ -103,3 +103,32 @@ def localization_bars(summary: dict[str, Any], path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def reliability(curves: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """Reliability diagram: observed positive rate against mean predicted probability per bin."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="perfect")
+    for lab, c in curves.items():
+        ax.plot(c["confidence"], c["observed"], "o-", ms=3, lw=1, label=lab)
+    ax.set_xlabel("mean predicted probability"), ax.set_ylabel("observed frequency")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    ax.set_title("Calibration (test split)")
+    return _save(fig, path)
+
+
+def confusion(cm: list[list[int]], labels: list[str], path: Path) -> Path:
+    """Confusion matrix, counts and row-normalised colour."""
+    arr = np.asarray(cm, float)
+    norm = arr / np.maximum(arr.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 1.0 * len(labels) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, int(arr[i, j]), ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,148 @@
+"""Evaluate a run's predictions: AUCs with CIs, thresholds, calibration, multi-class tables.
+
+Works from the prediction tables alone (``predictions_val.csv`` and
+``predictions.csv`` of a run folder), so evaluation never needs the model.
+Thresholds are chosen on validation (Youden's J) and only applied to test.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_curve,
+)
+
+from cxrlab.evaluate.metrics import macro, per_label_auc
+from cxrlab.evaluate.stats import bootstrap_aucs, bootstrap_weights, percentile_ci, weighted_auc
+
+
+def split_prediction_table(pred: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y_true (N, L), probabilities (N, L), groups (N,)) from a predictions table."""
+    y = pred[labels].to_numpy(dtype=float)
+    p = pred[[f"prob_{k}" for k in labels]].to_numpy(dtype=float)
+    groups = pred["patient"].astype(str).to_numpy() if "patient" in pred else None
+    return y, p, groups
+
+
+def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (NaN if undefined)."""
+    keep = ~np.isnan(y)
+    if len(np.unique(y[keep])) < 2:
+        return float("nan")
+    fpr, tpr, thr = roc_curve(y[keep], score[keep])
+    return float(min(thr[int(np.argmax(tpr - fpr))], 1.0))
+
+
+def sens_spec(y: np.ndarray, score: np.ndarray, threshold: float) -> tuple[float, float]:
+    keep = ~np.isnan(y)
+    y, pred = y[keep] == 1, score[keep] >= threshold
+    sens = float(np.mean(pred[y])) if y.any() else float("nan")
+    spec = float(np.mean(~pred[~y])) if (~y).any() else float("nan")
+    return sens, spec
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[float, dict[str, list[float]]]:
+    """ECE with equal-width bins, and the reliability curve (mean p, observed rate, count per bin)."""
+    keep = ~np.isnan(y)
+    y, p = y[keep], p[keep]
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    conf, freq, count = [], [], []
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if not sel.any():
+            continue
+        conf.append(float(p[sel].mean()))
+        freq.append(float(y[sel].mean()))
+        count.append(int(sel.sum()))
+        ece += sel.mean() * abs(freq[-1] - conf[-1])
+    return float(ece), {"confidence": conf, "observed": freq, "count": count}
+
+
+def _micro_auc_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, n_boot: int,
+                  seed: int) -> tuple[float, float, float]:
+    n, n_labels = y.shape
+    flat_y, flat_p = y.reshape(-1), p.reshape(-1)
+    keep = ~np.isnan(flat_y)
+    point = weighted_auc(flat_y[keep], flat_p[keep], np.ones((1, keep.sum())))[0]
+    rng = np.random.default_rng(seed + 1)
+    vals = []
+    for b0 in range(0, n_boot, 50):
+        w = bootstrap_weights(n, min(50, n_boot - b0), rng, groups)
+        wl = np.repeat(w, n_labels, axis=1)[:, keep]
+        vals.append(weighted_auc(flat_y[keep], flat_p[keep], wl))
+    lo, hi = percentile_ci(np.concatenate(vals))
+    return float(point), lo, hi
+
+
+def evaluate_multilabel(test: pd.DataFrame, labels: list[str], val: pd.DataFrame | None = None,
+                        n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """AUC (per label, macro, micro) with 95% bootstrap CIs, thresholds, sens/spec, AP, ECE."""
+    y, p, groups = split_prediction_table(test, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        aucs = per_label_auc(y, p, labels)
+        boot = bootstrap_aucs(y, p, n_boot=n_boot, seed=seed, groups=groups)
+        macro_boot = np.nanmean(boot, axis=1)
+    out: dict[str, Any] = {"n": int(len(test)), "n_boot": n_boot,
+                           "resampling": "patients" if groups is not None else "images", "per_label": {}}
+    vy, vp = (split_prediction_table(val, labels)[:2] if val is not None else (None, None))
+    for j, lab in enumerate(labels):
+        lo, hi = percentile_ci(boot[:, j])
+        thr = youden_threshold(vy[:, j], vp[:, j]) if vy is not None else float("nan")
+        rule = "youden(val)"
+        if not np.isfinite(thr):
+            thr, rule = 0.5, "fixed"
+        sens, spec = sens_spec(y[:, j], p[:, j], thr)
+        keep = ~np.isnan(y[:, j])
+        ap = (float(average_precision_score(y[keep, j], p[keep, j]))
+              if len(np.unique(y[keep, j])) == 2 else float("nan"))
+        ece, _ = expected_calibration_error(y[:, j], p[:, j])
+        out["per_label"][lab] = {
+            "auc": aucs[lab], "ci_low": lo, "ci_high": hi, "positives": int(np.nansum(y[:, j] == 1)),
+            "average_precision": ap, "threshold": thr, "threshold_rule": rule,
+            "sensitivity": sens, "specificity": spec, "ece": ece,
+        }
+    lo, hi = percentile_ci(macro_boot)
+    out["macro_auc"] = {"auc": macro(aucs), "ci_low": lo, "ci_high": hi}
+    m, mlo, mhi = _micro_auc_ci(y, p, groups, min(n_boot, 200), seed)
+    out["micro_auc"] = {"auc": m, "ci_low": mlo, "ci_high": mhi, "n_boot": min(n_boot, 200)}
+    return out
+
+
+def evaluate_multiclass(test: pd.DataFrame, labels: list[str], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Accuracy (with CI), confusion matrix, per-class precision/recall/F1 and one-vs-rest AUC."""
+    y, p, groups = split_prediction_table(test, labels)
+    true, pred = y.argmax(1), p.argmax(1)
+    cm = confusion_matrix(true, pred, labels=list(range(len(labels))))
+    prec, rec, f1, support = precision_recall_fscore_support(true, pred, labels=list(range(len(labels))),
+                                                             zero_division=0)
+    rng = np.random.default_rng(seed)
+    w = bootstrap_weights(len(true), n_boot, rng, groups)
+    acc_boot = (w * (true == pred)).sum(1) / w.sum(1)
+    lo, hi = percentile_ci(acc_boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        aucs = per_label_auc(y, p, labels)
+    return {
+        "n": int(len(test)), "accuracy": {"value": float(np.mean(true == pred)), "ci_low": lo, "ci_high": hi},
+        "confusion_matrix": cm.tolist(), "labels": labels,
+        "per_class": {lab: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
+                            "support": int(support[i]), "auc": aucs[lab]} for i, lab in enumerate(labels)},
+        "macro_f1": float(np.mean(f1)), "macro_auc": {"auc": macro(aucs)},
+    }
+
+
+def evaluate_tables(test: pd.DataFrame, labels: list[str], task: str, val: pd.DataFrame | None = None,
+                    n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    if task == "multiclass":
+        return evaluate_multiclass(test, labels, n_boot, seed)
+    return evaluate_multilabel(test, labels, val, n_boot, seed)
