@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -123,3 +124,42 @@ def test_evaluate_and_compare_cli_on_two_runs(tiny_run, tiny_phantom):
     r = subprocess.run([sys.executable, "-m", "cxrlab", "compare", str(run.path), str(run.path.parent / "nope")],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "not a finished cxrlab run" in r.stderr
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "saliency"])
+def test_explain_methods_give_maps_at_input_size(tiny_run, method):
+    import torch
+
+    from cxrlab.explain.cams import attribute
+    from cxrlab.models import cam_layer
+
+    run, _, _ = tiny_run
+    model, info = model_from_run(run)
+    model.train()
+    x = torch.randn(3, 1, 32, 32)
+    maps = attribute(model, cam_layer(model), x, [0, 2, 5], method)
+    assert maps.shape == (3, 32, 32) and np.isfinite(maps).all()
+    assert model.training  # the caller's mode is restored
+
+
+def test_explain_and_localize_cli(tiny_run, tiny_phantom, tmp_path):
+    import subprocess
+    import sys
+
+    run, _, _ = tiny_run
+    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
+    img = sorted((tiny_phantom / "images").glob("*.png"))[0]
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "explain", str(run.path), "-i", str(img), "--method",
+                        "gradcam++", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / f"{img.stem}_gradcam++.png").stat().st_size > 1000
+    out = tmp_path / "loc.json"
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "localize", str(run.path), "--boxes",
+                        str(tiny_phantom / "BBox_List_2017.csv"), "--json", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    loc = json.loads(out.read_text())
+    assert loc["cases"] > 0 and set(loc["per_class"]) <= set(LABELS)
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "explain", str(run.path), "-i", str(img), "--labels",
+                        "Hernia"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "not among the model's labels" in r.stderr

@@ -170,6 +170,53 @@ def compare(
         atomic_write_json(json_out, results if len(results) > 1 else results[0])
 
 
+@app.command()
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    images: Annotated[list[Path], typer.Option("--images", "-i", help="Image files (PNG/JPEG/DICOM), repeatable.")],
+    method: Annotated[str, typer.Option(help="gradcam | layergradcam | gradcam++ | saliency")] = "gradcam",
+    labels: Annotated[str | None, typer.Option(help="Comma-separated labels to explain (multi-label).")] = None,
+    top: Annotated[int, typer.Option(help="Explain the N most probable labels when --labels is not given.")] = 3,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/explain).")] = None,
+) -> None:
+    """Attribution overlays for any images, per label (multi-label) or for the predicted class."""
+    from cxrlab.explain.api import explain_images
+
+    labs = [x.strip() for x in labels.split(",")] if labels else None
+    paths = explain_images(run, images, out or run / "explain", method=method, labels=labs, top=top)
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+@app.command()
+def localize(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    boxes: Annotated[Path | None, typer.Option(help="Box list (NIH BBox_List_2017.csv format); default: the dataset's.")] = None,
+    method: Annotated[str, typer.Option(help="gradcam | layergradcam | gradcam++ | saliency")] = "gradcam",
+    threshold: Annotated[float, typer.Option(help="CAM threshold after min-max normalisation.")] = 0.5,
+    iou: Annotated[float, typer.Option(help="IoU for a hit.")] = 0.1,
+    max_images: Annotated[int | None, typer.Option(help="Score at most N boxed images.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON.")] = None,
+) -> None:
+    """CAM -> boxes -> IoU against true boxes: per-class precision and accuracy vs random boxes."""
+    from cxrlab.explain.api import localize_run
+    from cxrlab.runio import atomic_write_json
+
+    s = localize_run(run, boxes, method=method, threshold=threshold, min_iou=iou, max_cases=max_images)
+    t = Table(title=f"{run}: {method} boxes, IoU >= {iou} ({s['cases']} cases)")
+    for col in ("class", "n", "accuracy", "random acc.", "precision", "random prec."):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for lab, d in s["per_class"].items():
+        t.add_row(lab, str(d["n"]), *(_fmt(d[k]) for k in ("accuracy", "random_accuracy", "precision",
+                                                            "random_precision")))
+    t.add_section()
+    t.add_row("mean", str(s["cases"]), _fmt(s["mean_accuracy"]), _fmt(s["random_mean_accuracy"]),
+              _fmt(s["mean_precision"]), _fmt(s["random_mean_precision"]))
+    console.print(t)
+    if json_out:
+        atomic_write_json(json_out, s)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets: summary, check, sources.")
 app.add_typer(data_app, name="data")
 

@@ -88,7 +88,7 @@ class EvaluateConfig(_Strict):
 
 class ExplainConfig(_Strict):
     enabled: bool = True
-    method: Literal["gradcam"] = "gradcam"
+    method: Literal["gradcam", "layergradcam", "gradcam++", "saliency"] = "gradcam"
     threshold: float = Field(0.5, gt=0, lt=1)
     iou: float = Field(0.1, gt=0, le=1)
     max_images: int = Field(400, ge=1)

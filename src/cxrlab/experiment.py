@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrlab.config import ExperimentConfig
+from cxrlab.config import ExperimentConfig, build_config
 from cxrlab.data.arrays import load_images
 from cxrlab.data.io import image_size
 from cxrlab.data.labels import apply_policy
@@ -65,6 +65,18 @@ def _model_info(cfg: ExperimentConfig, labels: list[str]) -> dict[str, Any]:
         "normalization": {"mean": GRAY_MEAN, "std": GRAY_STD, "scale": 1 / 255},
         "thresholds": dict.fromkeys(labels, 0.5),
     }
+
+
+def load_run_config(run: RunFolder) -> ExperimentConfig:
+    """The resolved config a run was trained with (its ``environment`` record left out)."""
+    import yaml
+
+    path = run.path / "config.yaml"
+    if not path.is_file():
+        raise CxrlabError(f"{run.path}: not a cxrlab run folder (config.yaml missing)")
+    tree = yaml.safe_load(path.read_text()) or {}
+    tree.pop("environment", None)
+    return build_config(tree, str(path))
 
 
 def model_from_run(run: RunFolder, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -148,7 +160,7 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
         loc, cases = localize(model, cam_layer(model), data["test"].images, test_ids, manifest.boxes,
                               labels, sizes, in_chans=cfg.model.in_chans, device=device,
                               threshold=ex.threshold, min_iou=ex.iou, draws=ex.random_draws,
-                              seed=cfg.seed, max_cases=ex.max_images)
+                              seed=cfg.seed, max_cases=ex.max_images, method=ex.method)
         summary["localization"] = loc
 
     summary["wall_seconds"] = time.perf_counter() - tic

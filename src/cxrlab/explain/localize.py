@@ -11,7 +11,7 @@ from torch import nn
 
 from cxrlab.data.transforms import to_float
 from cxrlab.explain.boxes import Box, heatmap_to_boxes, random_boxes_like, scale_box, score_image
-from cxrlab.explain.cams import gradcam
+from cxrlab.explain.cams import attribute
 from cxrlab.progress import progress
 
 
@@ -33,7 +33,7 @@ def localize(model: nn.Module, layer: nn.Module, images: torch.Tensor, image_ids
              boxes: pd.DataFrame, labels: list[str], sizes: dict[str, tuple[int, int]],
              in_chans: int = 1, device: torch.device | str = "cpu", threshold: float = 0.5,
              min_iou: float = 0.1, draws: int = 20, seed: int = 0, max_cases: int | None = None,
-             batch_size: int = 16) -> tuple[dict, list[Case]]:
+             batch_size: int = 16, method: str = "gradcam") -> tuple[dict, list[Case]]:
     """Grad-CAM boxes for every (image, class) with a true box; per-class precision/accuracy.
 
     Args:
@@ -62,9 +62,9 @@ def localize(model: nn.Module, layer: nn.Module, images: torch.Tensor, image_ids
     rand_hit: dict[int, float] = {}
     batches = [cases[i:i + batch_size] for i in range(0, len(cases), batch_size)]
     k = 0
-    for batch in progress(batches, desc="grad-cam"):
+    for batch in progress(batches, desc=method):
         x = to_float(images[[c.row for c in batch]].to(device), in_chans)
-        cams = gradcam(model, layer, x, [label_idx[c.label] for c in batch])
+        cams = attribute(model, layer, x, [label_idx[c.label] for c in batch], method)
         for c, cam in zip(batch, cams, strict=True):
             w, h = sizes[c.image]
             c.cam = cam
@@ -93,7 +93,7 @@ def localize(model: nn.Module, layer: nn.Module, images: torch.Tensor, image_ids
         return float(np.mean(vals)) if vals else float("nan")
 
     summary = {
-        "method": "gradcam", "threshold": threshold, "iou": min_iou, "cases": len(cases),
+        "method": method, "threshold": threshold, "iou": min_iou, "cases": len(cases),
         "per_class": per_class,
         "mean_accuracy": mean_of("accuracy"), "mean_precision": mean_of("precision"),
         "random_mean_accuracy": mean_of("random_accuracy"),
