@@ -163,3 +163,30 @@ def test_explain_and_localize_cli(tiny_run, tiny_phantom, tmp_path):
     r = subprocess.run([sys.executable, "-m", "cxrlab", "explain", str(run.path), "-i", str(img), "--labels",
                         "Hernia"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "not among the model's labels" in r.stderr
+
+
+def test_uncertainty_and_ensemble_cli(tiny_phantom, tmp_path):
+    import subprocess
+    import sys
+
+    run_experiment(tiny_config(tiny_phantom, tmp_path, **{"name": "drop", "model.dropout": 0.3,
+                                                           "explain.enabled": False}))
+    run_experiment(tiny_config(tiny_phantom, tmp_path, **{"name": "drop2", "model.dropout": 0.3,
+                                                           "model.width": 6, "explain.enabled": False}))
+    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "uncertainty", str(tmp_path / "drop"), "--passes", "5"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    u = json.loads((tmp_path / "drop" / "uncertainty.json").read_text())
+    assert u["passes"] == 5 and set(u["per_label"]) == set(LABELS)
+    assert (tmp_path / "drop" / "figures" / "mc_dropout_std.png").is_file()
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "ensemble", str(tmp_path / "drop"), str(tmp_path / "drop2"),
+                        "--out", str(tmp_path / "ens")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "evaluate", str(tmp_path / "ens"), "--n-boot", "20"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    a = pd.read_csv(tmp_path / "drop" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "drop2" / "predictions.csv")
+    e = pd.read_csv(tmp_path / "ens" / "predictions.csv")
+    assert np.allclose(e["prob_Mass"], (a["prob_Mass"] + b["prob_Mass"]) / 2)

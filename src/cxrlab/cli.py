@@ -217,6 +217,45 @@ def localize(
         atomic_write_json(json_out, s)
 
 
+@app.command()
+def uncertainty(
+    run: Annotated[Path, typer.Argument(help="Run folder (trained with model.dropout > 0).")],
+    passes: Annotated[int, typer.Option(help="Stochastic forward passes (seed 003: 25 or 100).")] = 25,
+    threshold: Annotated[float, typer.Option(help="Std above which a prediction is 'uncertain'.")] = 0.1,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary here.")] = None,
+) -> None:
+    """Monte-Carlo dropout: mean/std per label, uncertain flags, AUC on confident vs uncertain."""
+    from cxrlab.evaluate.run_api import mc_dropout_run
+    from cxrlab.runio import atomic_write_json
+
+    if passes < 2:
+        raise CxrlabError(f"--passes must be >= 2, got {passes}")
+    s = mc_dropout_run(run, passes, threshold)
+    t = Table(title=f"{run}: MC dropout, {passes} passes, std > {threshold} = uncertain")
+    for col in ("label", "uncertain", "AUC all", "AUC confident", "AUC uncertain"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for lab, d in s["per_label"].items():
+        t.add_row(lab, f"{d['uncertain_fraction']:.1%}", _fmt(d["auc_all"]), _fmt(d["auc_confident"]),
+                  _fmt(d["auc_uncertain"]))
+    console.print(t)
+    if json_out:
+        atomic_write_json(json_out, s)
+
+
+@app.command()
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders tested on the same images.")],
+    out: Annotated[Path, typer.Option(help="Folder for the ensemble's predictions (evaluate/compare it).")],
+    how: Annotated[str, typer.Option(help="mean | max")] = "mean",
+    by: Annotated[str | None, typer.Option(help="Fuse rows by this column, e.g. 'study' (frontal+lateral).")] = None,
+) -> None:
+    """Average (or max) several runs' predictions, optionally fused per study."""
+    from cxrlab.evaluate.run_api import ensemble_runs
+
+    path = ensemble_runs(runs, out, how=how, by=by)
+    console.print(f"wrote {path / 'predictions.csv'}; next: cxrlab evaluate {path}")
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets: summary, check, sources.")
 app.add_typer(data_app, name="data")
 

@@ -84,6 +84,8 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     n_boot: int = Field(1000, ge=0)
     """Bootstrap resamples for the 95% CIs (patients resampled where known)."""
+    tta: bool = False
+    """Average the predictions of each image and its horizontal mirror."""
 
 
 class ExplainConfig(_Strict):

@@ -134,10 +134,11 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
 
     test = splits["test"]
     y_true = data["test"].targets.numpy()
-    probs = predict(model, data["test"].images, cfg.model.in_chans, device, task=cfg.task)
+    tta = cfg.evaluate.tta
+    probs = predict(model, data["test"].images, cfg.model.in_chans, device, task=cfg.task, tta=tta)
     aucs = per_label_auc(y_true, probs, labels)
     pred_test = prediction_table(test, y_true, probs, labels)
-    val_probs = predict(model, data["val"].images, cfg.model.in_chans, device, task=cfg.task)
+    val_probs = predict(model, data["val"].images, cfg.model.in_chans, device, task=cfg.task, tta=tta)
     pred_val = prediction_table(splits["val"], data["val"].targets.numpy(), val_probs, labels)
     atomic_write(run.path / "predictions.csv", lambda tmp: pred_test.to_csv(tmp, index=False))
     atomic_write(run.path / "predictions_val.csv", lambda tmp: pred_val.to_csv(tmp, index=False))
@@ -173,6 +174,9 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
 def prediction_table(frame: pd.DataFrame, y: np.ndarray, probs: np.ndarray, labels: list[str]) -> pd.DataFrame:
     """image, patient, true label columns, then ``prob_<label>`` columns."""
     out = pd.DataFrame({"image": frame["image"].to_numpy(), "patient": frame["patient"].to_numpy()})
+    for extra in ("study", "view"):
+        if extra in frame.columns:
+            out[extra] = frame[extra].to_numpy()
     for i, lab in enumerate(labels):
         out[lab] = y[:, i]
     for i, lab in enumerate(labels):

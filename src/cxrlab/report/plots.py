@@ -132,3 +132,15 @@ def confusion(cm: list[list[int]], labels: list[str], path: Path) -> Path:
     ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title("Confusion matrix (test split)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def std_histogram(std: np.ndarray, labels: list[str], threshold: float, path: Path) -> Path:
+    """Histogram of MC-dropout standard deviations per label, with the 'uncertain' threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bins = np.linspace(0, max(float(std.max()), threshold) * 1.05 + 1e-6, 40)
+    for j, lab in enumerate(labels):
+        ax.hist(std[:, j], bins=bins, histtype="step", label=lab)
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold}")
+    ax.set_xlabel("std of the probability over MC-dropout passes"), ax.set_ylabel("images")
+    ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    return _save(fig, path)

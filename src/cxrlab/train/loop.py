@@ -63,9 +63,16 @@ def predict_logits(model: nn.Module, images: torch.Tensor, in_chans: int, device
 
 
 def predict(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch.device,
-            batch_size: int = 64, task: str = "multilabel") -> np.ndarray:
-    """Probabilities (N, L): sigmoid per label, or softmax for a multi-class task."""
-    return activation(predict_logits(model, images, in_chans, device, batch_size), task).numpy()
+            batch_size: int = 64, task: str = "multilabel", tta: bool = False) -> np.ndarray:
+    """Probabilities (N, L): sigmoid per label, or softmax for a multi-class task.
+
+    With ``tta``, the probabilities of the image and its horizontal mirror are averaged.
+    """
+    probs = activation(predict_logits(model, images, in_chans, device, batch_size), task)
+    if tta:
+        flipped = activation(predict_logits(model, images.flip(-1), in_chans, device, batch_size), task)
+        probs = (probs + flipped) / 2
+    return probs.numpy()
 
 
 def _optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
