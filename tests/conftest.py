@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("CXRLAB_QUIET", "1")
+if "CXRLAB_CACHE_DIR" not in os.environ:  # never write the user's cache from tests
+    import tempfile
+
+    os.environ["CXRLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="cxrlab-test-cache-")
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 if "CXRLAB_REAL_DATA" in os.environ:

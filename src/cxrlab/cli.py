@@ -331,6 +331,26 @@ def data_check(source: SourceOpt, root: RootOpt, labels: LabelsOpt = None, optio
 
 
 @app.command()
+def prepare(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides")] = None,
+) -> None:
+    """Decode every image once into the resized uint8 cache that training reads (resumable)."""
+    import time
+
+    from cxrlab.config import load_config
+    from cxrlab.experiment import build_manifest, prepare_images
+
+    cfg = load_config(config, overrides or [])
+    m = build_manifest(cfg)
+    tic = time.perf_counter()
+    cache = prepare_images(cfg, m, m.frame["image"].tolist())
+    mb = cache.images.nbytes / 2**20
+    console.print(f"cache ready: {len(cache.ids)} images at {cfg.data.image_size} px, {mb:.0f} MiB, "
+                  f"{time.perf_counter() - tic:.1f} s\n{cache.folder}")
+
+
+@app.command()
 def version() -> None:
     """Print the versions cxrlab runs with."""
     from cxrlab.run import environment

@@ -8,11 +8,12 @@ overrides are ``key=value`` pairs with dotted keys; values are parsed as YAML
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cxrlab.errors import ConfigError
 
@@ -47,6 +48,14 @@ class DataConfig(_Strict):
     """Use only the first N images of each split (quick experiments)."""
     workers: int = Field(0, ge=0)
     """Processes for decoding images (0 = all cores)."""
+    cache_dir: str = Field(default_factory=lambda: os.environ.get("CXRLAB_CACHE_DIR", "~/.cache/cxrlab"))
+    """Where ``cxrlab prepare`` keeps decoded, resized images (default ``$CXRLAB_CACHE_DIR`` or ~/.cache/cxrlab)."""
+    resize: Literal["squash", "letterbox"] = "squash"
+    """Square squash, or pad to square first (keeps the aspect ratio)."""
+    clahe: bool = False
+    """Contrast Limited Adaptive Histogram Equalisation at cache time (seed 004)."""
+    clahe_clip: float = Field(2.0, gt=0)
+    clahe_tiles: int = Field(8, ge=1)
 
 
 class ModelConfig(_Strict):
@@ -60,6 +69,26 @@ class ModelConfig(_Strict):
     """Base channel width (``simple_cnn`` only)."""
     convs: int = Field(2, ge=1, le=4)
     """Convolutions per stage (``simple_cnn`` only)."""
+
+
+class AugmentConfig(_Strict):
+    """Batched augmentation on the training device; ``train.augment=false`` turns it all off."""
+
+    enabled: bool = True
+    hflip: bool = False
+    """Horizontal flips (off by default: the heart is on one side)."""
+    rotate_deg: float = Field(10.0, ge=0, le=45)
+    zoom: float = Field(0.1, ge=0, lt=0.5)
+    shift: float = Field(0.05, ge=0, lt=0.5)
+    brightness: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+    crop_scale: float = Field(1.0, gt=0.2, le=1.0)
+    """Random resized crop: minimum kept area (1 = off)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
 
 class TrainConfig(_Strict):
@@ -77,8 +106,7 @@ class TrainConfig(_Strict):
     device: str = "auto"
     threads: int = Field(0, ge=0)
     """CPU threads for torch (0 = torch's default)."""
-    augment: bool = True
-    """Light batched augmentation (small shifts and zoom, brightness/contrast)."""
+    augment: AugmentConfig = AugmentConfig()
 
 
 class EvaluateConfig(_Strict):

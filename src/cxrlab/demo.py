@@ -24,7 +24,8 @@ DEMO_RECIPE: dict[str, Any] = {
     "data": {"source": "nih14", "labels": list(LABELS), "image_size": 128, "val_fraction": 0.15},
     "model": {"name": "simple_cnn", "width": 24, "convs": 1, "in_chans": 1},
     "train": {"epochs": 14, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4,
-              "scheduler": "cosine", "early_stop": 10, "augment": True},
+              "scheduler": "cosine", "early_stop": 10,
+              "augment": {"rotate_deg": 5, "zoom": 0.06, "shift": 0.04, "brightness": 0.1, "contrast": 0.1}},
     "explain": {"max_images": 300, "figures": 12},
 }
 
@@ -38,7 +39,7 @@ def run_demo(out: str | Path = "cxrlab-demo", n: int = 2400, size: int = 256, se
     if not (data / "phantom.json").is_file() or not _same_phantom(data, n, size, seed):
         write_phantom(data, n=n, size=size, seed=seed)
     base = {**DEMO_RECIPE, "seed": seed, "runs_dir": str(out / "runs")}
-    base["data"] = {**DEMO_RECIPE["data"], "root": str(data)}
+    base["data"] = {**DEMO_RECIPE["data"], "root": str(data), "cache_dir": str(out / "cache")}
     cfg = load_config(None, overrides=overrides, base=base)
     summary = run_experiment(cfg)
     summary["wall_seconds"] = time.perf_counter() - tic

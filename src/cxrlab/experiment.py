@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from cxrlab.config import ExperimentConfig, build_config
-from cxrlab.data.arrays import load_images
+from cxrlab.data.cache import ImageCache, Preprocess, RowView, cache_key, prepare_cache
 from cxrlab.data.io import image_size
 from cxrlab.data.labels import apply_policy
 from cxrlab.data.labels import redraw as label_redraw
@@ -67,6 +67,20 @@ def _model_info(cfg: ExperimentConfig, labels: list[str]) -> dict[str, Any]:
     }
 
 
+def preprocess_of(cfg: ExperimentConfig) -> Preprocess:
+    d = cfg.data
+    return Preprocess(size=d.image_size, resize=d.resize, clahe=d.clahe, clahe_clip=d.clahe_clip,
+                      clahe_tiles=d.clahe_tiles)
+
+
+def prepare_images(cfg: ExperimentConfig, manifest: Manifest, ids: list[str]) -> ImageCache:
+    """Decode-once cache of these images at the config's size and preprocessing."""
+    p = preprocess_of(cfg)
+    key = cache_key(cfg.data.source, str(manifest.root), ids, p)
+    paths = [manifest.root / i for i in ids]
+    return prepare_cache(paths, ids, p, Path(cfg.data.cache_dir).expanduser(), key, workers=cfg.data.workers)
+
+
 def load_run_config(run: RunFolder) -> ExperimentConfig:
     """The resolved config a run was trained with (its ``environment`` record left out)."""
     import yaml
@@ -112,9 +126,9 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
     run.write_split(split_ids)
     run.write_model_json(_model_info(cfg, labels))
 
-    size = cfg.data.image_size
-    arrays = {s: torch.from_numpy(load_images(manifest.paths(f), size, cfg.data.workers, desc=f"decode {s}"))
-              for s, f in splits.items()}
+    cache = prepare_images(cfg, manifest, [i for f in splits.values() for i in f["image"]])
+    offsets = np.cumsum([0] + [len(f) for f in splits.values()])
+    arrays = {s: RowView(cache.images, np.arange(offsets[k], offsets[k + 1])) for k, s in enumerate(splits)}
     data = {}
     for s, f in splits.items():
         d = cfg.data
@@ -166,7 +180,7 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
 
     summary["wall_seconds"] = time.perf_counter() - tic
     write_run_report(run, cfg, summary, history, y_true, probs, labels, cases,
-                     data["test"].images.numpy(), sizes, evaluation)
+                     data["test"].numpy(), sizes, evaluation)
     atomic_write_json(run.path / "summary.json", summary)
     return summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ class Case:
     hit: bool = False
 
 
-def localize(model: nn.Module, layer: nn.Module, images: torch.Tensor, image_ids: list[str],
+def localize(model: nn.Module, layer: nn.Module, images: Any, image_ids: list[str],
              boxes: pd.DataFrame, labels: list[str], sizes: dict[str, tuple[int, int]],
              in_chans: int = 1, device: torch.device | str = "cpu", threshold: float = 0.5,
              min_iou: float = 0.1, draws: int = 20, seed: int = 0, max_cases: int | None = None,
@@ -37,7 +38,7 @@ def localize(model: nn.Module, layer: nn.Module, images: torch.Tensor, image_ids
     """Grad-CAM boxes for every (image, class) with a true box; per-class precision/accuracy.
 
     Args:
-        images: uint8 (N, S, S) images at the model's input size.
+        images: uint8 (N, S, S) images at the model's input size (array, cache rows or tensor).
         image_ids: the manifest id of each row of ``images``.
         boxes: ``image, label, x, y, w, h`` in original-image pixels.
         sizes: original (width, height) per image id, to map CAM boxes back.
@@ -63,7 +64,8 @@ def localize(model: nn.Module, layer: nn.Module, images: torch.Tensor, image_ids
     batches = [cases[i:i + batch_size] for i in range(0, len(cases), batch_size)]
     k = 0
     for batch in progress(batches, desc=method):
-        x = to_float(images[[c.row for c in batch]].to(device), in_chans)
+        rows = np.array([c.row for c in batch])
+        x = to_float(torch.as_tensor(np.asarray(images[rows])).to(device), in_chans)
         cams = attribute(model, layer, x, [label_idx[c.label] for c in batch], method)
         for c, cam in zip(batch, cams, strict=True):
             w, h = sizes[c.image]

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from cxrlab.config import ExperimentConfig
-from cxrlab.data.transforms import augment, to_float
+from cxrlab.data.cache import RowView
+from cxrlab.data.transforms import Augment, augment, to_float
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.progress import make_progress
 from cxrlab.run import RunFolder
@@ -30,13 +31,21 @@ from cxrlab.train.losses import activation, task_loss
 
 @dataclass
 class ArraySplit:
-    images: torch.Tensor  # uint8 (N, S, S)
+    images: np.ndarray | RowView  # uint8 (N, S, S): an array, or rows of the memory-mapped cache
     targets: torch.Tensor  # float32 (N, L); NaN = ignore
     redraw: Callable[[np.random.Generator], np.ndarray] | None = None
     """Per-epoch targets (random-flip policy); ``None`` keeps ``targets``."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def batch(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and targets of rows ``idx`` (read in row order: sequential memmap access)."""
+        rows = np.sort(idx.numpy())
+        return torch.from_numpy(np.ascontiguousarray(self.images[rows])), targets[torch.from_numpy(rows)]
+
+    def numpy(self) -> np.ndarray:
+        return self.images.numpy() if isinstance(self.images, RowView) else np.asarray(self.images)
 
     def epoch_targets(self, epoch_seed: int) -> torch.Tensor:
         if self.redraw is None:
@@ -50,14 +59,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch.device,
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, in_chans: int, device: torch.device,
                    batch_size: int = 64) -> torch.Tensor:
-    """Logits (N, L) on the CPU for uint8 images (N, S, S)."""
+    """Logits (N, L) on the CPU for uint8 images (N, S, S) (array, memmap or tensor)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
-        x = to_float(images[i:i + batch_size].to(device), in_chans)
+        x = to_float(_as_tensor(images[i:i + batch_size]).to(device), in_chans)
         out.append(model(x).float().cpu())
     return torch.cat(out)
 
@@ -70,7 +83,8 @@ def predict(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch
     """
     probs = activation(predict_logits(model, images, in_chans, device, batch_size), task)
     if tta:
-        flipped = activation(predict_logits(model, images.flip(-1), in_chans, device, batch_size), task)
+        mirrored = _as_tensor(images).flip(-1)
+        flipped = activation(predict_logits(model, mirrored, in_chans, device, batch_size), task)
         probs = (probs + flipped) / 2
     return probs.numpy()
 
@@ -114,6 +128,9 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
     history = run.read_metrics()
     in_chans = cfg.model.in_chans
     loss_fn = task_loss(cfg.task)
+    a = t.augment
+    aug = (Augment(hflip=a.hflip, rotate_deg=a.rotate_deg, zoom=a.zoom, shift=a.shift, brightness=a.brightness,
+                   contrast=a.contrast, crop_scale=a.crop_scale) if a.enabled else None)
     n = len(train)
     steps = (n + t.batch_size - 1) // t.batch_size
 
@@ -129,10 +146,11 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
             tic, seen, loss_sum = time.perf_counter(), 0, 0.0
             for s in range(steps):
                 idx = order[s * t.batch_size:(s + 1) * t.batch_size]
-                x = to_float(train.images[idx].to(device), in_chans)
-                if t.augment:
-                    x = augment(x, gen)
-                y = targets[idx].to(device)
+                xb, yb = train.batch(idx, targets)
+                x = to_float(xb.to(device, non_blocking=True), in_chans)
+                if aug is not None:
+                    x = augment(x, gen, aug)
+                y = yb.to(device)
                 loss = loss_fn(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
