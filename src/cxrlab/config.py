@@ -69,6 +69,8 @@ class ModelConfig(_Strict):
     """Base channel width (``simple_cnn`` only)."""
     convs: int = Field(2, ge=1, le=4)
     """Convolutions per stage (``simple_cnn`` only)."""
+    backbones: tuple[str, str] = ("densenet121", "efficientnet_b3")
+    """The two timm backbones of the ``fusion`` model (seed 003)."""
 
 
 class AugmentConfig(_Strict):
@@ -97,12 +99,30 @@ class TrainConfig(_Strict):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    loss: Literal["bce"] = "bce"
+    loss: Literal["bce", "weighted_bce", "focal", "ce"] = "bce"
+    """bce (multi-label/binary; read as ce for multi-class), weighted_bce, focal, ce."""
+    focal_alpha: float = Field(0.25, ge=0, le=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    freeze_epochs: int = Field(0, ge=0)
+    """Two-phase fine-tuning (seed 003): epochs with the backbone frozen, head at ``head_lr``."""
+    head_lr: float = Field(1e-3, gt=0)
+    finetune_lr: float = Field(1e-5, gt=0)
+    """Learning rate of all layers after the frozen phase."""
+    accumulate: int = Field(1, ge=1)
+    """Gradient accumulation steps (effective batch = batch_size x accumulate)."""
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    """bf16 autocast: auto = on CUDA only."""
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+    """torch.compile the model (CUDA recommended)."""
     scheduler: Literal["none", "plateau", "cosine"] = "plateau"
     plateau_patience: int = Field(2, ge=0)
     plateau_factor: float = Field(0.1, gt=0, lt=1)
     early_stop: int = Field(10, ge=1)
-    """Stop after this many epochs without a better validation AUC."""
+    """Stop after this many epochs without improvement of ``early_stop_on``."""
+    early_stop_on: Literal["loss", "score"] = "loss"
+    """Validation loss (seed 001) or the selection score (macro AUC / accuracy)."""
     device: str = "auto"
     threads: int = Field(0, ge=0)
     """CPU threads for torch (0 = torch's default)."""

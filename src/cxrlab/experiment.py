@@ -18,7 +18,7 @@ import torch
 from cxrlab.config import ExperimentConfig, build_config
 from cxrlab.data.cache import ImageCache, Preprocess, RowView, cache_key, prepare_cache
 from cxrlab.data.io import image_size
-from cxrlab.data.labels import apply_policy
+from cxrlab.data.labels import apply_policy, relabel_uncertain
 from cxrlab.data.labels import redraw as label_redraw
 from cxrlab.data.manifest import Manifest
 from cxrlab.data.sources import load_source
@@ -62,6 +62,7 @@ def _model_info(cfg: ExperimentConfig, labels: list[str]) -> dict[str, Any]:
         "architecture": cfg.model.name, "num_classes": len(labels), "labels": labels,
         "task": cfg.task, "in_chans": cfg.model.in_chans, "input_size": cfg.data.image_size,
         "width": cfg.model.width, "convs": cfg.model.convs, "dropout": cfg.model.dropout,
+        "backbones": list(cfg.model.backbones),
         "normalization": {"mean": GRAY_MEAN, "std": GRAY_STD, "scale": 1 / 255},
         "thresholds": dict.fromkeys(labels, 0.5),
     }
@@ -98,7 +99,8 @@ def model_from_run(run: RunFolder, which: str = "best") -> tuple[torch.nn.Module
     info = run.read_model_json()
     model = build_model(info["architecture"], info["num_classes"], in_chans=info["in_chans"],
                         dropout=info.get("dropout", 0.0), width=info.get("width", 32),
-                        convs=info.get("convs", 2))
+                        convs=info.get("convs", 2), backbones=tuple(info.get("backbones", ("densenet121",
+                                                                                         "efficientnet_b3"))))
     run.load_weights(model, which)
     return model, info
 
@@ -129,18 +131,33 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
     cache = prepare_images(cfg, manifest, [i for f in splits.values() for i in f["image"]])
     offsets = np.cumsum([0] + [len(f) for f in splits.values()])
     arrays = {s: RowView(cache.images, np.arange(offsets[k], offsets[k + 1])) for k, s in enumerate(splits)}
-    data = {}
+    data, plans = {}, {}
     for s, f in splits.items():
         d = cfg.data
         plan = (apply_policy(manifest.targets(f), labels, d.uncertain, d.blank, d.flip_p) if s == "train"
                 else apply_policy(manifest.targets(f), labels, "ignore", d.blank))
         redraw = (lambda rng, p=plan: label_redraw(p, rng)) if plan.flip_mask.any() else None
-        data[s] = ArraySplit(arrays[s], torch.from_numpy(plan.targets), redraw=redraw)
+        data[s], plans[s] = ArraySplit(arrays[s], torch.from_numpy(plan.targets), redraw=redraw), plan
     log.info("images: %s", {s: len(v) for s, v in data.items()})
 
-    model = build_model(cfg.model.name, len(labels), in_chans=cfg.model.in_chans,
-                        pretrained=cfg.model.pretrained, dropout=cfg.model.dropout, width=cfg.model.width,
-                        convs=cfg.model.convs)
+    def new_model() -> torch.nn.Module:
+        return build_model(cfg.model.name, len(labels), in_chans=cfg.model.in_chans,
+                           pretrained=cfg.model.pretrained, dropout=cfg.model.dropout, width=cfg.model.width,
+                           convs=cfg.model.convs, backbones=cfg.model.backbones)
+
+    if "selftrained" in plans["train"].policies.values() and plans["train"].uncertain_mask.any():
+        # U-SelfTrained: stage 1 learns with the uncertain entries masked, then labels them itself
+        stage1 = RunFolder(run.path / "selftrained_stage1").create()
+        teacher = new_model()
+        fit(teacher, data["train"], data["val"], labels, cfg, stage1, resume=resume)
+        stage1.load_weights(teacher, "best")
+        soft = predict(teacher, data["train"].images, cfg.model.in_chans, resolve_device(cfg.train.device),
+                       task=cfg.task)
+        relabelled = relabel_uncertain(plans["train"], soft)
+        log.info("U-SelfTrained: %d uncertain entries relabelled by the stage-1 model",
+                 int(np.isfinite(relabelled).sum() - np.isfinite(plans["train"].targets).sum()))
+        data["train"] = ArraySplit(data["train"].images, torch.from_numpy(relabelled), data["train"].redraw)
+    model = new_model()
     history = fit(model, data["train"], data["val"], labels, cfg, run, resume=resume)
     run.load_weights(model, "best")
     device = resolve_device(cfg.train.device)

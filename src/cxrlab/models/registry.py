@@ -37,9 +37,31 @@ def _simple_cnn(num_classes: int, in_chans: int, dropout: float, width: int, con
     return SimpleCNN(num_classes, in_chans=in_chans, width=width, convs=convs, dropout=dropout)
 
 
+@register_model("fusion")
+def _fusion(num_classes: int, in_chans: int, dropout: float, pretrained: bool = False,
+            backbones: tuple[str, str] = ("densenet121", "efficientnet_b3"), **_: object) -> nn.Module:
+    from cxrlab.models.fusion import FusionNet
+
+    return FusionNet(num_classes, in_chans=in_chans, backbones=tuple(backbones), dropout=dropout or 0.5,
+                     pretrained=pretrained)
+
+
 def list_models() -> list[str]:
     """cxrlab's own models; any timm name (``timm.list_models()``) also works."""
     return sorted(_OWN)
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the classifier head (trained alone in phase 1 of two-phase fine-tuning)."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module) or not list(head.parameters()):
+        head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if head is None or not list(head.parameters()):
+        raise CxrlabError(f"{type(model).__name__}: cannot find the classifier head")
+    params = list(head.parameters())
+    if hasattr(model, "proj_a"):  # FusionNet: the fusion block counts as head
+        params = [p for n, p in model.named_parameters() if not n.startswith("backbone_")]
+    return params
 
 
 def _load_local_weights(model: nn.Module, path: Path) -> None:
@@ -60,11 +82,12 @@ def _load_local_weights(model: nn.Module, path: Path) -> None:
 
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, pretrained: str = "none",
-                dropout: float = 0.0, width: int = 32, convs: int = 2) -> nn.Module:
+                dropout: float = 0.0, width: int = 32, convs: int = 2,
+                backbones: tuple[str, str] = ("densenet121", "efficientnet_b3")) -> nn.Module:
     """Create a classifier returning logits of shape (B, num_classes)."""
     if name in _OWN:
         model = _OWN[name](num_classes=num_classes, in_chans=in_chans, dropout=dropout, width=width,
-                           convs=convs)
+                           convs=convs, pretrained=(pretrained == "hub"), backbones=backbones)
     else:
         import timm
 
@@ -82,6 +105,8 @@ def cam_layer(model: nn.Module) -> nn.Module:
     """The last convolutional block, where Grad-CAM is computed."""
     if isinstance(model, SimpleCNN):
         return model.features[-1]
+    if hasattr(model, "proj_a"):  # FusionNet: the DenseNet branch's projection
+        return model.proj_a
     info = getattr(model, "feature_info", None)
     if info:
         last = info[-1] if isinstance(info, list) else info.info[-1]

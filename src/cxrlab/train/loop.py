@@ -1,9 +1,11 @@
 """The training loop: epochs over in-memory uint8 batches, validation, checkpoints.
 
 Selection and stopping follow seed 001: the best checkpoint is the one with
-the highest validation macro AUC; the learning rate drops by ``plateau_factor``
-when the validation loss has not improved for ``plateau_patience`` epochs;
-training stops after ``early_stop`` epochs without a better AUC.
+the highest validation macro AUC (accuracy for multi-class); the learning rate
+drops by ``plateau_factor`` when the validation loss has not improved for more
+than ``plateau_patience`` epochs (torch's ReduceLROnPlateau); training stops
+after ``early_stop`` epochs without a better validation loss
+(``early_stop_on: score`` uses the selection score instead).
 
 Shuffling and augmentation of epoch ``e`` are drawn from a generator seeded by
 ``(seed, e)``, so a resumed run replays exactly what an uninterrupted one does.
@@ -24,9 +26,11 @@ from cxrlab.config import ExperimentConfig
 from cxrlab.data.cache import RowView
 from cxrlab.data.transforms import Augment, augment, to_float
 from cxrlab.evaluate.metrics import macro, per_label_auc
+from cxrlab.models import head_parameters
 from cxrlab.progress import make_progress
 from cxrlab.run import RunFolder
-from cxrlab.train.losses import activation, task_loss
+from cxrlab.train.losses import activation, make_loss
+from cxrlab.train.stopping import BestTracker
 
 
 @dataclass
@@ -89,21 +93,56 @@ def predict(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch
     return probs.numpy()
 
 
-def _optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+def _optimizer(params: list[torch.nn.Parameter], cfg: ExperimentConfig, lr: float) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: ExperimentConfig) -> Any:
+def _scheduler(opt: torch.optim.Optimizer, cfg: ExperimentConfig, epochs: int) -> Any:
     t = cfg.train
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=t.plateau_factor,
                                                           patience=t.plateau_patience)
     if t.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     return None
+
+
+def selection_score(task: str, y: np.ndarray, probs: np.ndarray, labels: list[str]) -> tuple[str, float, dict]:
+    """What picks the best checkpoint: val accuracy (multi-class) or val macro AUC."""
+    aucs = per_label_auc(y, probs, labels)
+    if task == "multiclass":
+        return "val_accuracy", float(np.mean(y.argmax(1) == probs.argmax(1))), aucs
+    return "val_macro_auc", macro(aucs), aucs
+
+
+class Phase:
+    """Two-phase fine-tuning (seed 003): frozen backbone + head lr, then everything at finetune lr."""
+
+    def __init__(self, model: nn.Module, cfg: ExperimentConfig):
+        self.model, self.cfg = model, cfg
+        self.frozen_until = cfg.train.freeze_epochs
+
+    def of(self, epoch: int) -> int:
+        return 1 if epoch <= self.frozen_until else 2
+
+    def setup(self, epoch: int) -> tuple[torch.optim.Optimizer, Any]:
+        t = self.cfg.train
+        if self.frozen_until == 0:
+            params = list(self.model.parameters())
+            opt = _optimizer(params, self.cfg, t.lr)
+            return opt, _scheduler(opt, self.cfg, t.epochs)
+        head = {id(p) for p in head_parameters(self.model)}
+        frozen = self.of(epoch) == 1
+        for p in self.model.parameters():
+            p.requires_grad_(not frozen or id(p) in head)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = t.head_lr if frozen else t.finetune_lr
+        opt = _optimizer(params, self.cfg, lr)
+        span = self.frozen_until if frozen else t.epochs - self.frozen_until
+        return opt, _scheduler(opt, self.cfg, span)
 
 
 def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
@@ -111,50 +150,67 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
     """Train ``model``; write metrics and checkpoints into ``run``; return the history."""
     t = cfg.train
     device = resolve_device(t.device)
+    cuda = device.type == "cuda"
     model.to(device)
-    opt = _optimizer(model, cfg)
-    sched = _scheduler(opt, cfg)
-    start, best_auc, best_epoch = 1, -np.inf, 0
+    if t.channels_last == "on" or (t.channels_last == "auto" and cuda):
+        model.to(memory_format=torch.channels_last)
+    use_amp = t.amp == "bf16" or (t.amp == "auto" and cuda)
+    phases = Phase(model, cfg)
+    opt, sched = phases.setup(1)
+    start, tracker, stopper = 1, BestTracker(t.early_stop), BestTracker(t.early_stop)
     if resume and (state := run.load_state()) is not None:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler") is not None:
-            sched.load_state_dict(state["scheduler"])
+        opt, sched = phases.setup(state["epoch"] + 1)
+        if phases.of(state["epoch"]) == phases.of(state["epoch"] + 1):
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None and state.get("scheduler") is not None:
+                sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        start, best_auc, best_epoch = state["epoch"] + 1, state["best_auc"], state["best_epoch"]
+        start = state["epoch"] + 1
+        tracker = BestTracker(t.early_stop, state["best_score"], state["best_epoch"])
+        stopper = BestTracker(t.early_stop, state["stop_best"], state["stop_epoch"])
         run.truncate_metrics(state["epoch"])
     elif not resume:
         run.truncate_metrics(0)
     history = run.read_metrics()
     in_chans = cfg.model.in_chans
-    loss_fn = task_loss(cfg.task)
+    loss_fn = make_loss(t.loss, cfg.task, train.targets.numpy(), t.focal_alpha, t.focal_gamma, t.label_smoothing)
     a = t.augment
     aug = (Augment(hflip=a.hflip, rotate_deg=a.rotate_deg, zoom=a.zoom, shift=a.shift, brightness=a.brightness,
                    contrast=a.contrast, crop_scale=a.crop_scale) if a.enabled else None)
+    step_model = torch.compile(model) if t.compile else model
     n = len(train)
     steps = (n + t.batch_size - 1) // t.batch_size
 
     with make_progress() as bar:
         for epoch in range(start, t.epochs + 1):
-            if epoch - best_epoch > t.early_stop and best_epoch > 0:
+            if stopper.should_stop(epoch):
                 break
+            if epoch > 1 and phases.of(epoch) != phases.of(epoch - 1):
+                opt, sched = phases.setup(epoch)  # phase 2: unfreeze, new optimiser at finetune_lr
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             order = torch.randperm(n, generator=gen)
             targets = train.epoch_targets(cfg.seed * 100_003 + epoch)
             model.train()
             task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=steps, info="")
             tic, seen, loss_sum = time.perf_counter(), 0, 0.0
+            opt.zero_grad(set_to_none=True)
             for s in range(steps):
                 idx = order[s * t.batch_size:(s + 1) * t.batch_size]
                 xb, yb = train.batch(idx, targets)
                 x = to_float(xb.to(device, non_blocking=True), in_chans)
                 if aug is not None:
                     x = augment(x, gen, aug)
+                if device.type == "cuda" and model_is_channels_last(model):
+                    x = x.contiguous(memory_format=torch.channels_last)
                 y = yb.to(device)
-                loss = loss_fn(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = step_model(x)
+                loss = loss_fn(logits.float(), y)
+                (loss / t.accumulate).backward()
+                if (s + 1) % t.accumulate == 0 or s + 1 == steps:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
                 seen += len(idx)
                 loss_sum += loss.item() * len(idx)
                 rate = seen / (time.perf_counter() - tic)
@@ -165,27 +221,34 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
             probs = activation(logits, cfg.task).numpy()
             vt = val.targets.numpy()
             val_loss = float(loss_fn(logits, val.targets))
-            aucs = per_label_auc(vt, probs, labels)
-            val_auc = macro(aucs)
-            improved = val_auc > best_auc
+            metric, score, aucs = selection_score(cfg.task, vt, probs, labels)
+            improved = tracker.update(epoch, score)
             if improved:
-                best_auc, best_epoch = val_auc, epoch
                 run.save_weights(model, "best")
+            stopper.update(epoch, -val_loss if t.early_stop_on == "loss" else score)
             lr = opt.param_groups[0]["lr"]
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 sched.step(val_loss)
             elif sched is not None:
                 sched.step()
-            row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
-                   "val_macro_auc": val_auc, "val_auc": aucs, "lr": lr,
-                   "img_per_s": seen / max(train_time, 1e-9), "best": improved}
+            row = {"epoch": epoch, "phase": phases.of(epoch), "train_loss": loss_sum / max(seen, 1),
+                   "val_loss": val_loss, "val_macro_auc": macro(aucs), "val_auc": aucs, metric: score,
+                   "selection": metric, "lr": lr, "img_per_s": seen / max(train_time, 1e-9), "best": improved}
             run.log_metrics(row)  # before the state: a crash in between replays this epoch
             run.save_weights(model, "last")
             run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched is not None else None,
-                            "torch_rng": torch.get_rng_state(), "best_auc": best_auc,
-                            "best_epoch": best_epoch})
+                            "torch_rng": torch.get_rng_state(), "best_score": tracker.best,
+                            "best_epoch": tracker.best_epoch, "stop_best": stopper.best,
+                            "stop_epoch": stopper.best_epoch})
             history.append(row)
-            bar.update(task, info=f"loss {row['train_loss']:.4f}  val AUC {val_auc:.4f}"
+            bar.update(task, info=f"loss {row['train_loss']:.4f}  {metric} {score:.4f}"
                                   f"{'  *best*' if improved else ''}")
+    for p in model.parameters():
+        p.requires_grad_(True)
     return history
+
+
+def model_is_channels_last(model: nn.Module) -> bool:
+    w = next((p for p in model.parameters() if p.dim() == 4), None)
+    return w is not None and w.is_contiguous(memory_format=torch.channels_last)

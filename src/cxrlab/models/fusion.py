@@ -1,0 +1,47 @@
+"""DenseNet-121 + EfficientNet-B3 cross-attention fusion (seed 003).
+
+Both backbones (timm, ``features_only``) see the same image; the last feature
+map of each is projected by a 1x1 convolution to ``dim`` (256) channels.  Each
+branch's tokens then attend to the other's (multi-head cross-attention with a
+residual connection), the two attended maps are concatenated, layer-normed,
+globally average-pooled, passed through dropout (0.5) and a linear head.
+If the two maps differ in size, the second is resized to the first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FusionNet(nn.Module):
+    def __init__(self, num_classes: int, in_chans: int = 1, backbones: tuple[str, str] = ("densenet121", "efficientnet_b3"),
+                 dim: int = 256, heads: int = 4, dropout: float = 0.5, pretrained: bool = False):
+        super().__init__()
+        import timm
+
+        self.backbone_a = timm.create_model(backbones[0], features_only=True, out_indices=(-1,),
+                                            in_chans=in_chans, pretrained=pretrained)
+        self.backbone_b = timm.create_model(backbones[1], features_only=True, out_indices=(-1,),
+                                            in_chans=in_chans, pretrained=pretrained)
+        ca = self.backbone_a.feature_info.channels()[-1]
+        cb = self.backbone_b.feature_info.channels()[-1]
+        self.proj_a = nn.Conv2d(ca, dim, 1)
+        self.proj_b = nn.Conv2d(cb, dim, 1)
+        self.attn_ab = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn_ba = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(2 * dim)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fa = self.proj_a(self.backbone_a(x)[-1])
+        fb = self.proj_b(self.backbone_b(x)[-1])
+        if fb.shape[-2:] != fa.shape[-2:]:
+            fb = F.interpolate(fb, size=fa.shape[-2:], mode="bilinear", align_corners=False)
+        ta, tb = fa.flatten(2).transpose(1, 2), fb.flatten(2).transpose(1, 2)  # (B, HW, dim)
+        ta = ta + self.attn_ab(ta, tb, tb, need_weights=False)[0]
+        tb = tb + self.attn_ba(tb, ta, ta, need_weights=False)[0]
+        fused = self.norm(torch.cat([ta, tb], dim=-1)).mean(dim=1)
+        return self.head(self.drop(fused))
