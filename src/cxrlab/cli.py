@@ -92,6 +92,8 @@ def train(
 
     cfg = load_config(config, overrides or [])
     summary = run_experiment(cfg, resume=resume)
+    if not summary:  # a torchrun worker other than rank 0
+        return
     print_summary(summary)
     console.print(f"run folder: [bold]{Path(cfg.runs_dir) / cfg.name}[/bold]")
 

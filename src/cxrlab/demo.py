@@ -23,7 +23,7 @@ DEMO_RECIPE: dict[str, Any] = {
     "task": "multilabel",
     "data": {"source": "nih14", "labels": list(LABELS), "image_size": 128, "val_fraction": 0.15},
     "model": {"name": "simple_cnn", "width": 24, "convs": 1, "in_chans": 1},
-    "train": {"epochs": 14, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4,
+    "train": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4,
               "scheduler": "cosine", "early_stop": 10,
               "augment": {"rotate_deg": 5, "zoom": 0.06, "shift": 0.04, "brightness": 0.1, "contrast": 0.1}},
     "explain": {"max_images": 300, "figures": 12},

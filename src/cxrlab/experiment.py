@@ -31,6 +31,7 @@ from cxrlab.models import build_model, cam_layer
 from cxrlab.report.run_report import write_run_report
 from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write, atomic_write_json
+from cxrlab.train import distributed
 from cxrlab.train.loop import ArraySplit, fit, predict, resolve_device
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,10 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
     if manifest.task != cfg.task:
         log.info("task %s (from source %s) replaces config task %s", manifest.task, cfg.data.source, cfg.task)
         cfg = cfg.model_copy(update={"task": manifest.task})
-    run = RunFolder(Path(cfg.runs_dir) / cfg.name).create()
+    run = RunFolder(Path(cfg.runs_dir) / cfg.name)
+    main = distributed.is_main()
+    if main:
+        run.create()
     splits = {s: _limit(manifest.split(s), cfg.data.limit) for s in ("train", "val", "test")}
     split_ids = {s: f["image"].tolist() for s, f in splits.items()}
     if resume and (run.path / "split.json").is_file():
@@ -124,11 +128,14 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
         if any(old.get(s) != split_ids[s] for s in split_ids):
             raise CxrlabError(f"{run.path / 'split.json'}: the split no longer matches the data; "
                               "start a new run (different name) instead of --resume")
-    run.write_config(cfg)
-    run.write_split(split_ids)
-    run.write_model_json(_model_info(cfg, labels))
+    if main:
+        run.write_config(cfg)
+        run.write_split(split_ids)
+        run.write_model_json(_model_info(cfg, labels))
 
-    cache = prepare_images(cfg, manifest, [i for f in splits.values() for i in f["image"]])
+    distributed.setup()
+    with distributed.main_first():
+        cache = prepare_images(cfg, manifest, [i for f in splits.values() for i in f["image"]])
     offsets = np.cumsum([0] + [len(f) for f in splits.values()])
     arrays = {s: RowView(cache.images, np.arange(offsets[k], offsets[k + 1])) for k, s in enumerate(splits)}
     data, plans = {}, {}
@@ -159,6 +166,8 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
         data["train"] = ArraySplit(data["train"].images, torch.from_numpy(relabelled), data["train"].redraw)
     model = new_model()
     history = fit(model, data["train"], data["val"], labels, cfg, run, resume=resume)
+    if not main:  # rank 0 evaluates, explains and reports
+        return {}
     run.load_weights(model, "best")
     device = resolve_device(cfg.train.device)
     model.to(device)

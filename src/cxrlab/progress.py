@@ -22,7 +22,7 @@ def quiet() -> bool:
     return os.environ.get("CXRLAB_QUIET", "") not in ("", "0")
 
 
-def make_progress() -> Progress:
+def make_progress(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -30,7 +30,7 @@ def make_progress() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
-        disable=quiet(),
+        disable=disable or quiet(),
         transient=False,
     )
 

@@ -29,6 +29,7 @@ from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.models import head_parameters
 from cxrlab.progress import make_progress
 from cxrlab.run import RunFolder
+from cxrlab.train import distributed
 from cxrlab.train.losses import activation, make_loss
 from cxrlab.train.stopping import BestTracker
 
@@ -149,7 +150,9 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
         cfg: ExperimentConfig, run: RunFolder, resume: bool = False) -> list[dict[str, Any]]:
     """Train ``model``; write metrics and checkpoints into ``run``; return the history."""
     t = cfg.train
-    device = resolve_device(t.device)
+    device = distributed.setup() or resolve_device(t.device)
+    rank, world_size = distributed.world()
+    main = rank == 0
     cuda = device.type == "cuda"
     model.to(device)
     if t.channels_last == "on" or (t.channels_last == "auto" and cuda):
@@ -178,20 +181,30 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
     a = t.augment
     aug = (Augment(hflip=a.hflip, rotate_deg=a.rotate_deg, zoom=a.zoom, shift=a.shift, brightness=a.brightness,
                    contrast=a.contrast, crop_scale=a.crop_scale) if a.enabled else None)
-    step_model = torch.compile(model) if t.compile else model
-    n = len(train)
-    steps = (n + t.batch_size - 1) // t.batch_size
+    def wrap() -> nn.Module:
+        m: nn.Module = model
+        if world_size > 1:  # (re)built after freezing changes: DDP syncs the parameters that train
+            from torch.nn.parallel import DistributedDataParallel
 
-    with make_progress() as bar:
+            m = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        return torch.compile(m) if t.compile else m
+
+    step_model = wrap()
+    n = len(train)
+    steps = (-(-n // world_size) + t.batch_size - 1) // t.batch_size
+    val_rows = np.arange(len(val))[rank::world_size]
+
+    with make_progress(disable=not main) as bar:
         for epoch in range(start, t.epochs + 1):
             if stopper.should_stop(epoch):
                 break
             if epoch > 1 and phases.of(epoch) != phases.of(epoch - 1):
                 opt, sched = phases.setup(epoch)  # phase 2: unfreeze, new optimiser at finetune_lr
+                step_model = wrap()
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            order = torch.randperm(n, generator=gen)
+            order = distributed.shard(torch.randperm(n, generator=gen), t.batch_size)
             targets = train.epoch_targets(cfg.seed * 100_003 + epoch)
-            model.train()
+            step_model.train()
             task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=steps, info="")
             tic, seen, loss_sum = time.perf_counter(), 0, 0.0
             opt.zero_grad(set_to_none=True)
@@ -211,19 +224,20 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
                 if (s + 1) % t.accumulate == 0 or s + 1 == steps:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-                seen += len(idx)
-                loss_sum += loss.item() * len(idx)
+                seen += len(idx) * world_size
+                loss_sum += loss.item() * len(idx) * world_size
                 rate = seen / (time.perf_counter() - tic)
                 bar.update(task, advance=1, info=f"loss {loss_sum / seen:.4f}  {rate:.0f} img/s")
             train_time = time.perf_counter() - tic
 
-            logits = predict_logits(model, val.images, in_chans, device, batch_size=2 * t.batch_size)
+            local = predict_logits(model, val.images[val_rows], in_chans, device, batch_size=2 * t.batch_size)
+            logits = torch.from_numpy(distributed.gather_rows(local.numpy(), val_rows, len(val)))
             probs = activation(logits, cfg.task).numpy()
             vt = val.targets.numpy()
             val_loss = float(loss_fn(logits, val.targets))
             metric, score, aucs = selection_score(cfg.task, vt, probs, labels)
             improved = tracker.update(epoch, score)
-            if improved:
+            if improved and main:
                 run.save_weights(model, "best")
             stopper.update(epoch, -val_loss if t.early_stop_on == "loss" else score)
             lr = opt.param_groups[0]["lr"]
@@ -234,6 +248,10 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
             row = {"epoch": epoch, "phase": phases.of(epoch), "train_loss": loss_sum / max(seen, 1),
                    "val_loss": val_loss, "val_macro_auc": macro(aucs), "val_auc": aucs, metric: score,
                    "selection": metric, "lr": lr, "img_per_s": seen / max(train_time, 1e-9), "best": improved}
+            history.append(row)
+            if not main:
+                continue
+            row["world_size"] = world_size
             run.log_metrics(row)  # before the state: a crash in between replays this epoch
             run.save_weights(model, "last")
             run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -241,7 +259,6 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
                             "torch_rng": torch.get_rng_state(), "best_score": tracker.best,
                             "best_epoch": tracker.best_epoch, "stop_best": stopper.best,
                             "stop_epoch": stopper.best_epoch})
-            history.append(row)
             bar.update(task, info=f"loss {row['train_loss']:.4f}  {metric} {score:.4f}"
                                   f"{'  *best*' if improved else ''}")
     for p in model.parameters():
