@@ -158,3 +158,24 @@ def test_frozen_phase_leaves_backbone_weights_unchanged(tiny_phantom, tmp_path):
     conv = "features.0.0.weight"
     assert torch.equal(before[conv], after[conv])
     assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_tensorboard_option_logs_or_says_what_is_missing(tiny_phantom, tmp_path):
+    from cxrlab.config import load_config
+    from cxrlab.data.phantom import LABELS
+    from cxrlab.errors import CxrlabError
+    from cxrlab.experiment import run_experiment
+
+    cfg = load_config(None, base={
+        "name": "tb", "runs_dir": str(tmp_path),
+        "data": {"root": str(tiny_phantom), "labels": list(LABELS), "image_size": 32, "workers": 1},
+        "model": {"name": "simple_cnn", "width": 4, "convs": 1},
+        "train": {"epochs": 1, "tensorboard": True}, "explain": {"enabled": False}, "evaluate": {"n_boot": 10}})
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(CxrlabError, match="pip install tensorboard"):
+            run_experiment(cfg)
+        return
+    run_experiment(cfg)
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))

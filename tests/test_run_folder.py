@@ -160,6 +160,7 @@ def test_explain_and_localize_cli(tiny_run, tiny_phantom, tmp_path):
     assert r.returncode == 0, r.stderr
     loc = json.loads(out.read_text())
     assert loc["cases"] > 0 and set(loc["per_class"]) <= set(LABELS)
+    assert "Localisation (gradcam, cxrlab localize)" in (run.path / "report.html").read_text()
     r = subprocess.run([sys.executable, "-m", "cxrlab", "explain", str(run.path), "-i", str(img), "--labels",
                         "Hernia"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "not among the model's labels" in r.stderr
@@ -180,6 +181,8 @@ def test_uncertainty_and_ensemble_cli(tiny_phantom, tmp_path):
     u = json.loads((tmp_path / "drop" / "uncertainty.json").read_text())
     assert u["passes"] == 5 and set(u["per_label"]) == set(LABELS)
     assert (tmp_path / "drop" / "figures" / "mc_dropout_std.png").is_file()
+    html = (tmp_path / "drop" / "report.html").read_text()
+    assert "Uncertainty (MC dropout)" in html and "figures/mc_dropout_std.png" in html
     r = subprocess.run([sys.executable, "-m", "cxrlab", "ensemble", str(tmp_path / "drop"), str(tmp_path / "drop2"),
                         "--out", str(tmp_path / "ens")], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr

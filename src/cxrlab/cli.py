@@ -353,6 +353,15 @@ def prepare(
 
 
 @app.command()
+def report(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+    """Re-render RUN/report.html from the run folder (after evaluate, localize, uncertainty, explain)."""
+    from cxrlab.report.run_report import render_report
+    from cxrlab.run import RunFolder
+
+    console.print(f"wrote {render_report(RunFolder(run))}")
+
+
+@app.command()
 def version() -> None:
     """Print the versions cxrlab runs with."""
     from cxrlab.run import environment

@@ -116,6 +116,8 @@ class TrainConfig(_Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
     """torch.compile the model (CUDA recommended)."""
+    tensorboard: bool = False
+    """Also log the epoch metrics to RUN/tensorboard (needs the tensorboard package)."""
     scheduler: Literal["none", "plateau", "cosine"] = "plateau"
     plateau_patience: int = Field(2, ge=0)
     plateau_factor: float = Field(0.1, gt=0, lt=1)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrlab.config import ExperimentConfig, build_config
+from cxrlab.config import ExperimentConfig
 from cxrlab.data.cache import ImageCache, Preprocess, RowView, cache_key, prepare_cache
 from cxrlab.data.io import image_size
 from cxrlab.data.labels import apply_policy, relabel_uncertain
@@ -28,7 +28,7 @@ from cxrlab.evaluate.evaluate import evaluate_tables
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.explain.localize import localize
 from cxrlab.models import build_model, cam_layer
-from cxrlab.report.run_report import write_run_report
+from cxrlab.report.run_report import render_report, write_run_figures
 from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write, atomic_write_json
 from cxrlab.train import distributed
@@ -84,15 +84,8 @@ def prepare_images(cfg: ExperimentConfig, manifest: Manifest, ids: list[str]) ->
 
 
 def load_run_config(run: RunFolder) -> ExperimentConfig:
-    """The resolved config a run was trained with (its ``environment`` record left out)."""
-    import yaml
-
-    path = run.path / "config.yaml"
-    if not path.is_file():
-        raise CxrlabError(f"{run.path}: not a cxrlab run folder (config.yaml missing)")
-    tree = yaml.safe_load(path.read_text()) or {}
-    tree.pop("environment", None)
-    return build_config(tree, str(path))
+    """The resolved config a run was trained with."""
+    return run.read_config()
 
 
 def model_from_run(run: RunFolder, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -205,9 +198,10 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
         summary["localization"] = loc
 
     summary["wall_seconds"] = time.perf_counter() - tic
-    write_run_report(run, cfg, summary, history, y_true, probs, labels, cases,
-                     data["test"].numpy(), sizes, evaluation)
+    write_run_figures(run, cfg, summary, history, y_true, probs, labels, cases, data["test"].numpy(), sizes,
+                      evaluation)
     atomic_write_json(run.path / "summary.json", summary)
+    render_report(run)
     return summary
 
 

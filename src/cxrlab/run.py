@@ -66,6 +66,19 @@ class RunFolder:
     def write_config(self, cfg: ExperimentConfig) -> None:
         atomic_write_text(self.path / "config.yaml", to_yaml(cfg, {"environment": environment()}))
 
+    def read_config(self) -> ExperimentConfig:
+        """The resolved config the run was trained with (its ``environment`` record left out)."""
+        import yaml
+
+        from cxrlab.config import build_config
+
+        path = self.path / "config.yaml"
+        if not path.is_file():
+            raise CxrlabError(f"{self.path}: not a cxrlab run folder (config.yaml missing)")
+        tree = yaml.safe_load(path.read_text()) or {}
+        tree.pop("environment", None)
+        return build_config(tree, str(path))
+
     def write_split(self, splits: dict[str, list[str]]) -> str:
         digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()[:16]
         atomic_write_json(self.path / "split.json", {"hash": digest, **splits})

@@ -37,6 +37,9 @@ def mc_dropout_run(run_dir: str | Path, passes: int = 25, threshold: float = 0.1
     summary["passes"] = passes
     atomic_write_json(run.path / "uncertainty.json", summary)
     std_histogram(std, info["labels"], threshold, run.figures / "mc_dropout_std.png")
+    from cxrlab.report.run_report import render_report
+
+    render_report(run)
     return summary
 
 

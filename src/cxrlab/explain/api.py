@@ -14,8 +14,9 @@ from cxrlab.data.transforms import to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.explain.cams import attribute
 from cxrlab.models import cam_layer
+from cxrlab.report.run_report import render_report
 from cxrlab.run import RunFolder
-from cxrlab.runio import atomic_write
+from cxrlab.runio import atomic_write, atomic_write_json
 from cxrlab.train.losses import activation
 
 
@@ -72,6 +73,9 @@ def explain_images(run_dir: str | Path, images: list[Path], out_dir: str | Path,
         atomic_write(target, lambda tmp, fig=fig: fig.savefig(tmp, dpi=100, format="png"))
         plt.close(fig)
         written.append(target)
+    run = RunFolder(run_dir)
+    if out_dir.resolve() == (run.path / "explain").resolve() and (run.path / "config.yaml").is_file():
+        render_report(run)  # the report shows RUN/explain/*.png
     return written
 
 
@@ -127,4 +131,6 @@ def localize_run(run_dir: str | Path, boxes_csv: str | Path | None = None, metho
 
         plots.cam_overlays(_pick_cases(cases, figures), images.numpy(), sizes,
                            run.figures / f"cam_overlays_{method}.png")
+    atomic_write_json(run.path / f"localization_{method}.json", summary)
+    render_report(run)
     return summary

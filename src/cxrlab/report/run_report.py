@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,11 @@ def classification_section(ev: dict[str, Any], task: str) -> str:
             + figure("figures/roc.png", "ROC curves") + figure("figures/reliability.png", "calibration"))
 
 
-def write_run_report(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, Any],
-                     history: list[dict[str, Any]], y_true: np.ndarray, probs: np.ndarray,
-                     labels: list[str], cases: list[Any], images: np.ndarray,
-                     sizes: dict[str, tuple[int, int]], evaluation: dict[str, Any]) -> Path:
+def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, Any],
+                      history: list[dict[str, Any]], y_true: np.ndarray, probs: np.ndarray,
+                      labels: list[str], cases: list[Any], images: np.ndarray,
+                      sizes: dict[str, tuple[int, int]], evaluation: dict[str, Any]) -> None:
+    """The figures of a freshly trained run (the report links whatever figures exist)."""
     f = run.figures
     plots.training_curves(history, f / "training_curves.png")
     plots.roc_curves(y_true, probs, labels, summary["per_label_auc"], f / "roc.png")
@@ -65,32 +67,74 @@ def write_run_report(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, A
     else:
         curves = {lab: expected_calibration_error(y_true[:, i], probs[:, i])[1] for i, lab in enumerate(labels)}
         plots.reliability(curves, f / "reliability.png")
-    sections = [
-        ("Setup", table(["setting", "value"], [
-            ["model", cfg.model.name], ["data", f"{cfg.data.source} at {cfg.data.root}"],
-            ["task", cfg.task], ["image size", cfg.data.image_size],
-            ["images train/val/test", "/".join(str(v) for v in summary["n_images"].values())],
-            ["epochs run (best)", f"{summary['epochs_run']} ({summary['best_epoch']})"],
-            ["seed", cfg.seed]])),
-        ("Classification (test split)", classification_section(evaluation, cfg.task)),
-        ("Training", figure("figures/training_curves.png", "training curves")),
-    ]
     loc = summary.get("localization")
     if loc:
         plots.localization_bars(loc, f / "localization.png")
         chosen = _pick_cases(cases, cfg.explain.figures)
         if chosen:
             plots.cam_overlays(chosen, images, sizes, f / "cam_overlays.png")
-        rows = [[lab, v["n"], v["accuracy"], v["random_accuracy"], v["precision"], v["random_precision"]]
-                for lab, v in loc["per_class"].items()]
-        rows.append(["mean", loc["cases"], loc["mean_accuracy"], loc["random_mean_accuracy"],
-                     loc["mean_precision"], loc["random_mean_precision"]])
-        body = (f"<p>Grad-CAM on the last conv block, min-max normalised, threshold {loc['threshold']}, "
-                f"connected components &rarr; boxes; a hit is IoU &ge; {loc['iou']} with a true box. "
-                "The random baseline places the same boxes uniformly at random.</p>"
-                + table(["class", "cases", "accuracy", "random acc.", "precision", "random prec."], rows)
-                + figure("figures/localization.png", "localization accuracy")
-                + (figure("figures/cam_overlays.png", "CAM overlays") if chosen else ""))
-        sections.append(("Localisation", body))
-    return write_report(run.path / "report.html", f"cxrlab run: {cfg.name}", sections,
-                        subtitle=f"macro AUC {summary['macro_auc']:.3f} on the test split")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def localization_section(loc: dict[str, Any], bars: str, overlays: str | None) -> str:
+    rows = [[lab, v["n"], v["accuracy"], v["random_accuracy"], v["precision"], v["random_precision"]]
+            for lab, v in loc["per_class"].items()]
+    rows.append(["mean", loc["cases"], loc["mean_accuracy"], loc["random_mean_accuracy"],
+                 loc["mean_precision"], loc["random_mean_precision"]])
+    return (f"<p>{loc['method']} on the last conv block, min-max normalised, threshold {loc['threshold']}, "
+            f"connected components &rarr; boxes; a hit is IoU &ge; {loc['iou']} with a true box. "
+            "The random baseline places the same boxes uniformly at random.</p>"
+            + table(["class", "cases", "accuracy", "random acc.", "precision", "random prec."], rows)
+            + figure(bars, "localization accuracy") + (figure(overlays, "CAM overlays") if overlays else ""))
+
+
+def uncertainty_section(u: dict[str, Any]) -> str:
+    rows = [[lab, f"{d['uncertain_fraction']:.1%}", d["mean_std"], d["auc_all"], d["auc_confident"],
+             d["auc_uncertain"]] for lab, d in u["per_label"].items()]
+    return (f"<p>Monte-Carlo dropout, {u['passes']} passes; a prediction is uncertain when its std exceeds "
+            f"{u['threshold']}.</p>"
+            + table(["label", "uncertain", "mean std", "AUC all", "AUC confident", "AUC uncertain"], rows)
+            + figure("figures/mc_dropout_std.png", "MC dropout std histogram"))
+
+
+def render_report(run: RunFolder) -> Path:
+    """(Re)write ``report.html`` from what the run folder holds: summary, evaluation, figures,
+    and the outputs of ``localize``, ``uncertainty`` and ``explain`` when they were run."""
+    cfg = run.read_config()
+    summary = _read_json(run.path / "summary.json") or {}
+    evaluation = _read_json(run.path / "evaluation.json")
+    fig = run.figures
+    sections = [
+        ("Setup", table(["setting", "value"], [
+            ["model", cfg.model.name], ["data", f"{cfg.data.source} at {cfg.data.root}"],
+            ["task", cfg.task], ["image size", cfg.data.image_size],
+            ["images train/val/test", "/".join(str(v) for v in summary.get("n_images", {}).values())],
+            ["epochs run (best)", f"{summary.get('epochs_run')} ({summary.get('best_epoch')})"],
+            ["seed", cfg.seed]])),
+    ]
+    if evaluation:
+        sections.append(("Classification (test split)", classification_section(evaluation, cfg.task)))
+    sections.append(("Training", figure("figures/training_curves.png", "training curves")))
+    loc = summary.get("localization")
+    if loc:
+        overlays = "figures/cam_overlays.png" if (fig / "cam_overlays.png").is_file() else None
+        sections.append(("Localisation", localization_section(loc, "figures/localization.png", overlays)))
+    for path in sorted(run.path.glob("localization_*.json")):
+        method = path.stem.split("_", 1)[1]
+        over = f"figures/cam_overlays_{method}.png"
+        sections.append((f"Localisation ({method}, cxrlab localize)",
+                         localization_section(json.loads(path.read_text()), f"figures/localization_{method}.png",
+                                              over if (run.path / over).is_file() else None)))
+    unc = _read_json(run.path / "uncertainty.json")
+    if unc:
+        sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc)))
+    shots = sorted((run.path / "explain").glob("*.png"))
+    if shots:
+        sections.append(("Explanations (cxrlab explain)",
+                         "".join(figure(f"explain/{p.name}", p.stem) for p in shots[:24])))
+    macro_auc = summary.get("macro_auc")
+    sub = f"macro AUC {macro_auc:.3f} on the test split" if isinstance(macro_auc, float) else ""
+    return write_report(run.path / "report.html", f"cxrlab run: {cfg.name}", sections, subtitle=sub)

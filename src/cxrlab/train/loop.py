@@ -25,6 +25,7 @@ from torch import nn
 from cxrlab.config import ExperimentConfig
 from cxrlab.data.cache import RowView
 from cxrlab.data.transforms import Augment, augment, to_float
+from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.models import head_parameters
 from cxrlab.progress import make_progress
@@ -194,6 +195,7 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
     steps = (-(-n // world_size) + t.batch_size - 1) // t.batch_size
     val_rows = np.arange(len(val))[rank::world_size]
 
+    board = _tensorboard(run) if (t.tensorboard and main) else None
     with make_progress(disable=not main) as bar:
         for epoch in range(start, t.epochs + 1):
             if stopper.should_stop(epoch):
@@ -253,6 +255,12 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
                 continue
             row["world_size"] = world_size
             run.log_metrics(row)  # before the state: a crash in between replays this epoch
+            if board is not None:
+                for key in ("train_loss", "val_loss", "val_macro_auc", "lr", "img_per_s", metric):
+                    board.add_scalar(key, row[key], epoch)
+                for lab, v in aucs.items():
+                    board.add_scalar(f"val_auc/{lab}", v, epoch)
+                board.flush()
             run.save_weights(model, "last")
             run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched is not None else None,
@@ -263,7 +271,17 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
                                   f"{'  *best*' if improved else ''}")
     for p in model.parameters():
         p.requires_grad_(True)
+    if board is not None:
+        board.close()
     return history
+
+
+def _tensorboard(run: RunFolder) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CxrlabError("train.tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(log_dir=str(run.path / "tensorboard"))
 
 
 def model_is_channels_last(model: nn.Module) -> bool:

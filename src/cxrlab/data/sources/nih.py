@@ -12,6 +12,8 @@ or ``No Finding``; each label column is 1 if listed, else 0 (NIH has no
 uncertain labels).  ``test_list.txt`` is the test split; the validation split
 is carved from ``train_val`` by patient (``data.val_fraction``), since NIH
 publishes none.  Patient ids lose their leading zeros (``00000001`` -> ``1``).
+Option ``official_split: false`` ignores the lists and lets cxrlab split by
+patient with iterative stratification (``data.fractions``), as seed 003 does.
 
 The cxrlab phantom writes this same layout with a subset of the labels.
 """
@@ -147,7 +149,8 @@ def nih_tables(entry_path: Path, train_val_path: Path, test_path: Path,
 @register_source("nih14")
 def nih14(root: str, labels: list[str] | None = None, options: dict | None = None) -> Manifest:
     """Read ChestX-ray14 at ``root`` into a Manifest with the official test split."""
-    check_options("nih14", options or {}, set())
+    options = options or {}
+    check_options("nih14", options, {"official_split"})
     base = Path(root)
     if not base.is_dir():
         raise CxrlabError(f"{base}: dataset folder not found")
@@ -168,6 +171,8 @@ def nih14(root: str, labels: list[str] | None = None, options: dict | None = Non
         raise CxrlabError(f"{entry_path}: {int(missing.sum())} listed images not found under "
                           f"{base}/images*/ (first: {examples})")
     frame["image"] = rel.to_numpy()
+    if not options.get("official_split", True):  # e.g. seed 003's own stratified 70/10/20 by patient
+        frame["split"] = ""
 
     boxes = None
     bbox_hits = sorted(base.glob("BBox_List_2017.csv*"))
