@@ -80,7 +80,7 @@ def main() -> None:
     cache = prepare_images(cfg, m, ids)
     train = m.frame["split"].to_numpy() != "val"
     val = ~train
-    y = torch.from_numpy(m.targets(m.frame))
+    y = torch.from_numpy(m.targets(m.frame).copy())
     split = lambda mask: ArraySplit(cache.images[mask], y[torch.from_numpy(mask)])  # noqa: E731
 
     fast = model_only(a.model, a.size, a.batch, a.steps, device)
