@@ -14,10 +14,23 @@ def test_corrupt_empty_and_missing_files_name_the_file(tmp_path):
     trunc.write_bytes(good.read_bytes()[:30])
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    for p, what in [(trunc, "cannot decode"), (empty, "empty"), (tmp_path / "none.png", "not found")]:
+    for p, what in [(trunc, "truncated PNG"), (empty, "empty"), (tmp_path / "none.png", "not found")]:
         with pytest.raises(CxrlabError) as e:
             read_gray(p)
         assert str(p) in str(e.value) and what in str(e.value)
+
+
+def test_truncated_jpeg_and_png_are_refused_not_decoded_partially(tmp_path):
+    img = (np.random.default_rng(0).random((120, 120)) * 255).astype(np.uint8)
+    for name in ("a.jpg", "b.png"):
+        full = tmp_path / name
+        cv2.imwrite(str(full), img)
+        data = full.read_bytes()
+        cut = tmp_path / f"cut_{name}"
+        cut.write_bytes(data[: int(len(data) * 0.7)])
+        with pytest.raises(CxrlabError, match=f"cut_{name}: truncated"):
+            read_gray(cut)
+        assert read_gray(full).shape == (120, 120)
 
 
 def test_rgb_to_grey_and_16_bit_kept_until_resize(tmp_path):

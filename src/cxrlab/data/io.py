@@ -55,6 +55,22 @@ def read_dicom(path: str | Path) -> np.ndarray:
     return img
 
 
+def _check_complete(path: Path) -> None:
+    """Refuse truncated JPEG/PNG files, which OpenCV would decode partially without an error."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".png"):
+        return
+    with open(path, "rb") as f:
+        f.seek(max(path.stat().st_size - 64, 0))
+        tail = f.read().rstrip(b"\x00\r\n\t ")
+    if suffix == ".png" and b"IEND" not in tail:
+        raise CxrlabError(f"{path}: truncated PNG (no IEND chunk at the end)")
+    # 0xFF 0xD9 cannot occur inside entropy-coded data (0xFF is byte-stuffed), so its presence in the
+    # last bytes marks a complete file, even with a short trailer after it
+    if suffix in (".jpg", ".jpeg") and b"\xff\xd9" not in tail:
+        raise CxrlabError(f"{path}: truncated JPEG (no end-of-image marker)")
+
+
 def read_gray(path: str | Path) -> np.ndarray:
     """Read an image file as a 2-D array at full precision.
 
@@ -72,6 +88,7 @@ def read_gray(path: str | Path) -> np.ndarray:
         raise CxrlabError(f"{path}: image file is empty")
     if is_dicom(path):
         return read_dicom(path)
+    _check_complete(path)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CxrlabError(f"{path}: cannot decode image (corrupt, truncated or unsupported format)")
