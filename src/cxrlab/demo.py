@@ -36,11 +36,11 @@ def run_demo(out: str | Path = "cxrlab-demo", n: int = 2400, size: int = 256, se
     tic = time.perf_counter()
     out = Path(out)
     data = out / "phantom"
-    if not (data / "phantom.json").is_file() or not _same_phantom(data, n, size, seed):
-        write_phantom(data, n=n, size=size, seed=seed)
     base = {**DEMO_RECIPE, "seed": seed, "runs_dir": str(out / "runs")}
     base["data"] = {**DEMO_RECIPE["data"], "root": str(data), "cache_dir": str(out / "cache")}
-    cfg = load_config(None, overrides=overrides, base=base)
+    cfg = load_config(None, overrides=overrides, base=base)  # a bad override fails before any work
+    if not (data / "phantom.json").is_file() or not _same_phantom(data, n, size, seed):
+        write_phantom(data, n=n, size=size, seed=seed)
     summary = run_experiment(cfg)
     summary["wall_seconds"] = time.perf_counter() - tic
     summary["report"] = str(Path(cfg.runs_dir) / cfg.name / "report.html")
