@@ -83,11 +83,6 @@ def prepare_images(cfg: ExperimentConfig, manifest: Manifest, ids: list[str]) ->
     return prepare_cache(paths, ids, p, Path(cfg.data.cache_dir).expanduser(), key, workers=cfg.data.workers)
 
 
-def load_run_config(run: RunFolder) -> ExperimentConfig:
-    """The resolved config a run was trained with."""
-    return run.read_config()
-
-
 def model_from_run(run: RunFolder, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model of a run folder from model.json and load its weights."""
     info = run.read_model_json()

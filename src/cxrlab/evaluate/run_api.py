@@ -19,11 +19,11 @@ from cxrlab.runio import atomic_write, atomic_write_json
 def mc_dropout_run(run_dir: str | Path, passes: int = 25, threshold: float = 0.1) -> dict[str, Any]:
     """MC dropout on a run's test split; writes ``uncertainty.json`` and a std histogram."""
     from cxrlab.data.arrays import load_images
-    from cxrlab.experiment import build_manifest, load_run_config, model_from_run
+    from cxrlab.experiment import build_manifest, model_from_run
     from cxrlab.report.plots import std_histogram
 
     run = RunFolder(run_dir)
-    cfg = load_run_config(run)
+    cfg = run.read_config()
     model, info = model_from_run(run)
     manifest = build_manifest(cfg)
     test = manifest.split("test")

@@ -97,12 +97,12 @@ def localize_run(run_dir: str | Path, boxes_csv: str | Path | None = None, metho
                  figures: int = 12) -> dict[str, Any]:
     """Score CAM boxes of a run against true boxes on its test split (seed 001, Tables 4/5)."""
     from cxrlab.data.arrays import load_images
-    from cxrlab.experiment import build_manifest, load_run_config, model_from_run
+    from cxrlab.experiment import build_manifest, model_from_run
     from cxrlab.explain.localize import localize
     from cxrlab.report import plots
 
     run = RunFolder(run_dir)
-    cfg = load_run_config(run)
+    cfg = run.read_config()
     model, info = model_from_run(run)
     manifest = build_manifest(cfg)
     test = manifest.split("test")
@@ -127,9 +127,9 @@ def localize_run(run_dir: str | Path, boxes_csv: str | Path | None = None, metho
                               method=method)
     plots.localization_bars(summary, run.figures / f"localization_{method}.png")
     if figures and cases:
-        from cxrlab.report.run_report import _pick_cases
+        from cxrlab.report.run_report import pick_cases
 
-        plots.cam_overlays(_pick_cases(cases, figures), images.numpy(), sizes,
+        plots.cam_overlays(pick_cases(cases, figures), images.numpy(), sizes,
                            run.figures / f"cam_overlays_{method}.png")
     atomic_write_json(run.path / f"localization_{method}.json", summary)
     render_report(run)

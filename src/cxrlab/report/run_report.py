@@ -15,7 +15,7 @@ from cxrlab.report.html import figure, table, write_report
 from cxrlab.run import RunFolder
 
 
-def _pick_cases(cases: list[Any], n: int) -> list[Any]:
+def pick_cases(cases: list[Any], n: int) -> list[Any]:
     """A spread of cases over the classes: round-robin by label."""
     by_label: dict[str, list[Any]] = {}
     for c in cases:
@@ -70,7 +70,7 @@ def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, 
     loc = summary.get("localization")
     if loc:
         plots.localization_bars(loc, f / "localization.png")
-        chosen = _pick_cases(cases, cfg.explain.figures)
+        chosen = pick_cases(cases, cfg.explain.figures)
         if chosen:
             plots.cam_overlays(chosen, images, sizes, f / "cam_overlays.png")
 
