@@ -193,3 +193,36 @@ def test_uncertainty_and_ensemble_cli(tiny_phantom, tmp_path):
     b = pd.read_csv(tmp_path / "drop2" / "predictions.csv")
     e = pd.read_csv(tmp_path / "ens" / "predictions.csv")
     assert np.allclose(e["prob_Mass"], (a["prob_Mass"] + b["prob_Mass"]) / 2)
+
+
+def test_thresholds_from_validation_predict_and_onnx_parity(tiny_run, tiny_phantom, tmp_path):
+    import subprocess
+    import sys
+
+    from cxrlab.serve.onnx import export_onnx
+    from cxrlab.serve.predict import predict_images
+
+    run, summary, _ = tiny_run
+    info = json.loads((run.path / "model.json").read_text())
+    ev = json.loads((run.path / "evaluation.json").read_text())
+    # (evaluation.json may have been re-made by `cxrlab evaluate` from the CSV's rounded probabilities)
+    assert info["thresholds"] == pytest.approx({k: v["threshold"] for k, v in ev["per_label"].items()}, rel=1e-5)
+    imgs = sorted((tiny_phantom / "images").glob("*.png"))[:5]
+    torch_out = predict_images(run.path, imgs)
+    export_onnx(run.path, tmp_path / "m.onnx")
+    (run.path / "model.onnx").write_bytes((tmp_path / "m.onnx").read_bytes())
+    onnx_out = predict_images(run.path, imgs, engine="onnx")
+    cols = [f"prob_{k}" for k in LABELS]
+    assert np.allclose(torch_out[cols].to_numpy(), onnx_out[cols].to_numpy(), atol=1e-5)
+    assert (torch_out["prediction"] == onnx_out["prediction"]).all()
+    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
+    out = tmp_path / "pred.csv"
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "predict", str(run.path), "-i", str(imgs[0]), "-i",
+                        str(imgs[1]), "--csv", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(out)) == 2
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    r = subprocess.run([sys.executable, "-m", "cxrlab", "predict", str(run.path), "-i", str(bad)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr

@@ -353,6 +353,41 @@ def prepare(
 
 
 @app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    images: Annotated[list[Path], typer.Option("--images", "-i", help="Image files (PNG/JPEG/DICOM), repeatable.")],
+    engine: Annotated[str, typer.Option(help="torch, or onnx (after cxrlab export).")] = "torch",
+    tta: Annotated[bool, typer.Option(help="Average with the mirrored image.")] = False,
+    csv: Annotated[Path | None, typer.Option(help="Write the predictions as CSV.")] = None,
+) -> None:
+    """Probabilities per label and the predicted labels (at the thresholds chosen on validation)."""
+    from cxrlab.runio import atomic_write
+    from cxrlab.serve.predict import predict_images
+
+    table = predict_images(run, images, engine=engine, tta=tta)
+    t = Table(title=f"{run} ({engine})")
+    t.add_column("image")
+    t.add_column("prediction")
+    for _, row in table.iterrows():
+        t.add_row(Path(row["image"]).name, row["prediction"])
+    console.print(t)
+    if csv:
+        atomic_write(csv, lambda tmp: table.to_csv(tmp, index=False))
+        console.print(f"wrote {csv}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    out: Annotated[Path | None, typer.Option(help="Output file (default RUN/model.onnx).")] = None,
+) -> None:
+    """Export the run's best model to ONNX for CPU inference with ONNX Runtime."""
+    from cxrlab.serve.onnx import export_onnx
+
+    console.print(f"wrote {export_onnx(run, out)}")
+
+
+@app.command()
 def report(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
     """Re-render RUN/report.html from the run folder (after evaluate, localize, uncertainty, explain)."""
     from cxrlab.report.run_report import render_report

@@ -172,6 +172,11 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any
     atomic_write(run.path / "predictions_val.csv", lambda tmp: pred_val.to_csv(tmp, index=False))
     evaluation = evaluate_tables(pred_test, labels, cfg.task, pred_val, n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
     atomic_write_json(run.path / "evaluation.json", evaluation)
+    if cfg.task != "multiclass":  # predict uses the thresholds chosen on validation
+        info = run.read_model_json()
+        info["thresholds"] = {lab: d["threshold"] for lab, d in evaluation["per_label"].items()}
+        info["threshold_rule"] = "youden on validation (fixed 0.5 where undefined)"
+        run.write_model_json(info)
 
     summary: dict[str, Any] = {
         "name": cfg.name, "macro_auc": macro(aucs), "per_label_auc": aucs,
