@@ -32,14 +32,15 @@ def is_main() -> bool:
 
 def setup() -> torch.device | None:
     """Join the process group when launched by torchrun; return this rank's device (or None)."""
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return None
     cuda = torch.cuda.is_available()
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
-        return torch.device("cuda", local)
+        return torch.device("cuda", local)  # also on later calls: DDP needs the index
     return torch.device("cpu")
 
 
