@@ -226,3 +226,10 @@ def test_thresholds_from_validation_predict_and_onnx_parity(tiny_run, tiny_phant
     r = subprocess.run([sys.executable, "-m", "cxrlab", "predict", str(run.path), "-i", str(bad)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resume_with_another_architecture_is_a_clear_error(tiny_phantom, tmp_path):
+    run_experiment(tiny_config(tiny_phantom, tmp_path, **{"train.epochs": 1, "explain.enabled": False}))
+    with pytest.raises(CxrlabError, match="does not match this model"):
+        run_experiment(tiny_config(tiny_phantom, tmp_path, **{"train.epochs": 2, "model.width": 6,
+                                                                "explain.enabled": False}), resume=True)

@@ -163,7 +163,11 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
     opt, sched = phases.setup(1)
     start, tracker, stopper = 1, BestTracker(t.early_stop), BestTracker(t.early_stop)
     if resume and (state := run.load_state()) is not None:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise CxrlabError(f"{run.checkpoints / 'last_state.pt'}: the saved state does not match this model "
+                              "(architecture or labels changed?); start a new run instead of --resume") from None
         opt, sched = phases.setup(state["epoch"] + 1)
         if phases.of(state["epoch"]) == phases.of(state["epoch"] + 1):
             opt.load_state_dict(state["optimizer"])
