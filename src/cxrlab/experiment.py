@@ -28,6 +28,7 @@ from cxrlab.evaluate.evaluate import evaluate_tables
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.explain.localize import localize
 from cxrlab.models import build_model, cam_layer
+from cxrlab.models.fusion import DEFAULT_BACKBONES
 from cxrlab.report.run_report import render_report, write_run_figures
 from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write, atomic_write_json
@@ -88,8 +89,7 @@ def model_from_run(run: RunFolder, which: str = "best") -> tuple[torch.nn.Module
     info = run.read_model_json()
     model = build_model(info["architecture"], info["num_classes"], in_chans=info["in_chans"],
                         dropout=info.get("dropout", 0.0), width=info.get("width", 32),
-                        convs=info.get("convs", 2), backbones=tuple(info.get("backbones", ("densenet121",
-                                                                                         "efficientnet_b3"))))
+                        convs=info.get("convs", 2), backbones=tuple(info.get("backbones", DEFAULT_BACKBONES)))
     run.load_weights(model, which)
     return model, info
 

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from cxrlab import __version__
 from cxrlab.config import ExperimentConfig, to_yaml
+from cxrlab.data.splits import lists_hash
 from cxrlab.errors import CxrlabError
 from cxrlab.runio import append_jsonl, atomic_write, atomic_write_json, atomic_write_text
 
@@ -80,7 +80,7 @@ class RunFolder:
         return build_config(tree, str(path))
 
     def write_split(self, splits: dict[str, list[str]]) -> str:
-        digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()[:16]
+        digest = lists_hash(splits)
         atomic_write_json(self.path / "split.json", {"hash": digest, **splits})
         return digest
 

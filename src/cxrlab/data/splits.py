@@ -131,9 +131,14 @@ def split_lists(frame: pd.DataFrame) -> dict[str, list[str]]:
     return {s: frame.loc[frame["split"] == s, "image"].tolist() for s in SPLITS}
 
 
+def lists_hash(lists: dict[str, list[str]]) -> str:
+    """Content hash of split lists (the ``hash`` of split.json and of split files)."""
+    return hashlib.sha256(json.dumps(lists, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def save_split(path: str | Path, frame: pd.DataFrame) -> str:
     lists = split_lists(frame)
-    content = hashlib.sha256(json.dumps(lists, sort_keys=True).encode()).hexdigest()[:16]
+    content = lists_hash(lists)
     atomic_write_json(path, {"hash": content, "data_hash": ids_hash(frame["image"].tolist()), **lists})
     return content
 

@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+DEFAULT_BACKBONES: tuple[str, str] = ("densenet121", "efficientnet_b3")
+
 
 class FusionNet(nn.Module):
-    def __init__(self, num_classes: int, in_chans: int = 1, backbones: tuple[str, str] = ("densenet121", "efficientnet_b3"),
+    def __init__(self, num_classes: int, in_chans: int = 1, backbones: tuple[str, str] = DEFAULT_BACKBONES,
                  dim: int = 256, heads: int = 4, dropout: float = 0.5, pretrained: bool = False):
         super().__init__()
         import timm

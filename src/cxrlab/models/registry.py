@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cxrlab.errors import CxrlabError
+from cxrlab.models.fusion import DEFAULT_BACKBONES
 from cxrlab.models.simple_cnn import SimpleCNN
 
 _OWN: dict[str, Callable[..., nn.Module]] = {}
@@ -39,7 +40,7 @@ def _simple_cnn(num_classes: int, in_chans: int, dropout: float, width: int, con
 
 @register_model("fusion")
 def _fusion(num_classes: int, in_chans: int, dropout: float, pretrained: bool = False,
-            backbones: tuple[str, str] = ("densenet121", "efficientnet_b3"), **_: object) -> nn.Module:
+            backbones: tuple[str, str] = DEFAULT_BACKBONES, **_: object) -> nn.Module:
     from cxrlab.models.fusion import FusionNet
 
     return FusionNet(num_classes, in_chans=in_chans, backbones=tuple(backbones), dropout=dropout or 0.5,
@@ -83,7 +84,7 @@ def _load_local_weights(model: nn.Module, path: Path) -> None:
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, pretrained: str = "none",
                 dropout: float = 0.0, width: int = 32, convs: int = 2,
-                backbones: tuple[str, str] = ("densenet121", "efficientnet_b3")) -> nn.Module:
+                backbones: tuple[str, str] = DEFAULT_BACKBONES) -> nn.Module:
     """Create a classifier returning logits of shape (B, num_classes)."""
     if name in _OWN:
         model = _OWN[name](num_classes=num_classes, in_chans=in_chans, dropout=dropout, width=width,
