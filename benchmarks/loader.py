@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-from cxrlab.data.cache import Preprocess, cache_key, prepare_cache
+from cxrlab.data.cache import cache_key, prepare_cache
 from cxrlab.data.phantom import render
+from cxrlab.data.preprocess import Preprocess
 from cxrlab.data.transforms import Augment, augment, to_float
 from cxrlab.train.loop import ArraySplit
 

@@ -9,14 +9,13 @@ import argparse
 import json
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cxrlab.models import build_model
-from cxrlab.serve.onnx import OnnxEngine
+from cxrlab.models.onnx import OnnxEngine, export_model
 
 
 def latency(fn, x: torch.Tensor, runs: int) -> float:
@@ -40,11 +39,7 @@ def main() -> None:
     model = build_model(a.model, 14, in_chans=1).eval()
     x = torch.randn(1, 1, a.size, a.size)
     path = Path(tempfile.mkdtemp()) / "m.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
+    export_model(model, 1, a.size, path)
     engine = OnnxEngine(path)
 
     def eager(t: torch.Tensor) -> torch.Tensor:

@@ -22,11 +22,12 @@ import torch
 from cxrlab.config import load_config
 from cxrlab.data.phantom import LABELS
 from cxrlab.data.phantom_dataset import write_phantom
-from cxrlab.experiment import build_manifest, prepare_images
 from cxrlab.models import build_model
 from cxrlab.run import RunFolder
 from cxrlab.train.loop import ArraySplit, fit
 from cxrlab.train.losses import masked_bce
+from cxrlab.workflows.common import build_manifest
+from cxrlab.workflows.experiment import prepare_dataset
 
 
 def model_only(name: str, size: int, batch: int, steps: int, device: torch.device) -> float:
@@ -76,8 +77,7 @@ def main() -> None:
         "model": {"name": a.model}, "train": {"epochs": a.epochs, "batch_size": a.batch, "scheduler": "none"},
     })
     m = build_manifest(cfg)
-    ids = m.frame["image"].tolist()
-    cache = prepare_images(cfg, m, ids)
+    cache = prepare_dataset(cfg)
     train = m.frame["split"].to_numpy() != "val"
     val = ~train
     y = torch.from_numpy(m.targets(m.frame).copy())

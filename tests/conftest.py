@@ -26,3 +26,12 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cxrlab.data.phantom_dataset import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"), n=120, size=64, seed=3, workers=1)
+
+
+def run_cli(*args: object):
+    """Run ``cxrlab ARGS`` in process (typer's CliRunner); the result has exit_code, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from cxrlab.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])

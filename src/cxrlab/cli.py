@@ -18,14 +18,35 @@ from rich.table import Table
 
 from cxrlab.errors import CxrlabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="cxrlab: chest X-ray classification research toolkit.")
 console = Console()
 err_console = Console(stderr=True)
 
 
+class _Group(typer.core.TyperGroup):
+    """A user mistake (:class:`CxrlabError`) ends as one line on stderr and exit status 2, never a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except CxrlabError as e:
+            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="cxrlab: chest X-ray classification research toolkit.")
+
+
 def _fmt(v: object) -> str:
+    if v is None:
+        return "n/a"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _wrote(paths: list[Path]) -> None:
+    """Every command says what it wrote where."""
+    for p in paths:
+        console.print(f"wrote {p}")
 
 
 def print_summary(summary: dict) -> None:
@@ -53,7 +74,7 @@ def demo(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value config overrides, e.g. train.epochs=3")] = None,
 ) -> None:
     """Phantom -> train -> evaluate -> explain -> report, on a CPU in minutes."""
-    from cxrlab.demo import run_demo
+    from cxrlab.workflows.demo import run_demo
 
     summary = run_demo(out, n=n, size=size, seed=seed, overrides=overrides or [])
     print_summary(summary)
@@ -82,16 +103,22 @@ def phantom(
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe (required; see recipes/).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-3")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
 ) -> None:
     """Train, evaluate, explain and report one experiment into runs/<name>/."""
     from cxrlab.config import load_config
-    from cxrlab.experiment import run_experiment
+    from cxrlab.workflows import run_experiment
 
+    if config is None:
+        raise CxrlabError("train needs --config RECIPE (e.g. recipes/phantom_simple_cnn.yaml); "
+                          "key=value pairs then override it")
     cfg = load_config(config, overrides or [])
-    summary = run_experiment(cfg, resume=resume)
+    console.print(f"training {cfg.model.name} on {cfg.data.source} at {cfg.data.root or '(data.root unset)'}, "
+                  f"{cfg.data.image_size} px, {cfg.train.epochs} epochs -> {Path(cfg.runs_dir) / cfg.name}")
+    summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
     if not summary:  # a torchrun worker other than rank 0
         return
     print_summary(summary)
@@ -106,19 +133,15 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
 ) -> None:
     """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity, calibration."""
-    import pandas as pd
-
-    from cxrlab.evaluate.compare import read_run_predictions
-    from cxrlab.evaluate.evaluate import evaluate_tables
+    from cxrlab.run import RunFolder
     from cxrlab.runio import atomic_write_json
+    from cxrlab.workflows import evaluate_run
 
-    test, labels, task = read_run_predictions(run)
-    val_path = run / "predictions_val.csv"
-    val = pd.read_csv(val_path) if val_path.is_file() else None
-    ev = evaluate_tables(test, labels, task, val, n_boot=n_boot, seed=seed)
-    atomic_write_json(run / "evaluation.json", ev)
+    ev = evaluate_run(run, n_boot=n_boot, seed=seed)
+    task = RunFolder(run).read_model_record().task
+    written = [RunFolder(run).evaluation_file]
     if json_out:
-        atomic_write_json(json_out, ev)
+        written.append(atomic_write_json(json_out, ev))
     t = Table(title=f"{run}: test split (n = {ev['n']})")
     if task == "multiclass":
         for col in ("class", "precision", "recall", "F1", "AUC"):
@@ -128,6 +151,7 @@ def evaluate(
         console.print(t)
         a = ev["accuracy"]
         console.print(f"accuracy {a['value']:.3f} (95% CI {a['ci_low']:.3f}-{a['ci_high']:.3f})")
+        _wrote(written)
         return
     for col in ("label", "AUC", "95% CI", "sens.", "spec.", "ECE"):
         t.add_column(col, justify="left" if col == "label" else "right")
@@ -137,8 +161,9 @@ def evaluate(
     t.add_section()
     for k in ("macro_auc", "micro_auc"):
         d = ev[k]
-        t.add_row(k.split("_")[0], _fmt(d["auc"]), f"{d['ci_low']:.3f}-{d['ci_high']:.3f}", "", "", "")
+        t.add_row(k.split("_")[0], _fmt(d["auc"]), f"{_fmt(d['ci_low'])}-{_fmt(d['ci_high'])}", "", "", "")
     console.print(t)
+    _wrote(written)
 
 
 @app.command()
@@ -148,8 +173,8 @@ def compare(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the macro-AUC difference.")] = 1000,
 ) -> None:
     """DeLong test per label (with Holm adjustment) and paired bootstrap of the macro-AUC difference."""
-    from cxrlab.evaluate.compare import compare_runs
     from cxrlab.runio import atomic_write_json
+    from cxrlab.workflows import compare_runs
 
     if len(runs) < 2:
         raise CxrlabError("compare needs at least two run folders")
@@ -182,12 +207,10 @@ def explain(
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/explain).")] = None,
 ) -> None:
     """Attribution overlays for any images, per label (multi-label) or for the predicted class."""
-    from cxrlab.explain.api import explain_images
+    from cxrlab.workflows import explain_images
 
     labs = [x.strip() for x in labels.split(",")] if labels else None
-    paths = explain_images(run, images, out or run / "explain", method=method, labels=labs, top=top)
-    for p in paths:
-        console.print(f"wrote {p}")
+    _wrote(explain_images(run, images, out, method=method, labels=labs, top=top))
 
 
 @app.command()
@@ -201,8 +224,9 @@ def localize(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON.")] = None,
 ) -> None:
     """CAM -> boxes -> IoU against true boxes: per-class precision and accuracy vs random boxes."""
-    from cxrlab.explain.api import localize_run
+    from cxrlab.run import RunFolder
     from cxrlab.runio import atomic_write_json
+    from cxrlab.workflows import localize_run
 
     s = localize_run(run, boxes, method=method, threshold=threshold, min_iou=iou, max_cases=max_images)
     t = Table(title=f"{run}: {method} boxes, IoU >= {iou} ({s['cases']} cases)")
@@ -215,8 +239,10 @@ def localize(
     t.add_row("mean", str(s["cases"]), _fmt(s["mean_accuracy"]), _fmt(s["random_mean_accuracy"]),
               _fmt(s["mean_precision"]), _fmt(s["random_mean_precision"]))
     console.print(t)
+    written = [RunFolder(run).localization_file(method)]
     if json_out:
-        atomic_write_json(json_out, s)
+        written.append(atomic_write_json(json_out, s))
+    _wrote(written)
 
 
 @app.command()
@@ -227,12 +253,11 @@ def uncertainty(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary here.")] = None,
 ) -> None:
     """Monte-Carlo dropout: mean/std per label, uncertain flags, AUC on confident vs uncertain."""
-    from cxrlab.evaluate.run_api import mc_dropout_run
+    from cxrlab.run import RunFolder
     from cxrlab.runio import atomic_write_json
+    from cxrlab.workflows import uncertainty_run
 
-    if passes < 2:
-        raise CxrlabError(f"--passes must be >= 2, got {passes}")
-    s = mc_dropout_run(run, passes, threshold)
+    s = uncertainty_run(run, passes, threshold)
     t = Table(title=f"{run}: MC dropout, {passes} passes, std > {threshold} = uncertain")
     for col in ("label", "uncertain", "AUC all", "AUC confident", "AUC uncertain"):
         t.add_column(col, justify="left" if col == "label" else "right")
@@ -240,8 +265,10 @@ def uncertainty(
         t.add_row(lab, f"{d['uncertain_fraction']:.1%}", _fmt(d["auc_all"]), _fmt(d["auc_confident"]),
                   _fmt(d["auc_uncertain"]))
     console.print(t)
+    written = [RunFolder(run).uncertainty_file]
     if json_out:
-        atomic_write_json(json_out, s)
+        written.append(atomic_write_json(json_out, s))
+    _wrote(written)
 
 
 @app.command()
@@ -252,84 +279,15 @@ def ensemble(
     by: Annotated[str | None, typer.Option(help="Fuse rows by this column, e.g. 'study' (frontal+lateral).")] = None,
 ) -> None:
     """Average (or max) several runs' predictions, optionally fused per study."""
-    from cxrlab.evaluate.run_api import ensemble_runs
+    from cxrlab.workflows import ensemble_runs
 
     path = ensemble_runs(runs, out, how=how, by=by)
     console.print(f"wrote {path / 'predictions.csv'}; next: cxrlab evaluate {path}")
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets: summary, check, sources.")
+from cxrlab.cli_data import data_app  # noqa: E402  (a sub-app of its own module)
+
 app.add_typer(data_app, name="data")
-
-SourceOpt = Annotated[str, typer.Option("--source", "-s", help="Source name (cxrlab data sources).")]
-RootOpt = Annotated[Path, typer.Option("--root", "-r", help="Dataset folder (or file for csv/npz).")]
-LabelsOpt = Annotated[str | None, typer.Option(help="Comma-separated labels (default: the source's).")]
-OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Source option key=value (repeatable).")]
-
-
-def _manifest(source: str, root: Path, labels: str | None, option: list[str] | None, seed: int = 0):
-    from cxrlab.config import parse_overrides
-    from cxrlab.data.sources import load_source
-
-    opts = parse_overrides(option or [])
-    labs = [x.strip() for x in labels.split(",")] if labels else None
-    return load_source(source, str(root), labels=labs, options=opts, seed=seed)
-
-
-@data_app.command("sources")
-def data_sources() -> None:
-    """List the dataset layouts cxrlab reads."""
-    from cxrlab.data.sources import _SOURCES
-
-    for name, fn in sorted(_SOURCES.items()):
-        doc = (sys.modules[fn.__module__].__doc__ or "").strip().splitlines()
-        console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
-
-
-@data_app.command("summary")
-def data_summary(source: SourceOpt, root: RootOpt, labels: LabelsOpt = None, option: OptionOpt = None,
-                 json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON.")] = None,
-                 seed: Annotated[int, typer.Option(help="Seed for splits made by cxrlab.")] = 0) -> None:
-    """Class distribution per split, images, patients and patient overlap (like seed 001's Table 1)."""
-    from cxrlab.data.summary import summarize
-    from cxrlab.runio import atomic_write_json
-
-    s = summarize(_manifest(source, root, labels, option, seed))
-    t = Table(title=f"{source} at {root}  ({s['images']} images, {s['patients']} patients)")
-    t.add_column("label")
-    for sp in ("train", "val", "test"):
-        t.add_column(sp, justify="right")
-    for lab in s["labels"]:
-        cells = []
-        for sp in ("train", "val", "test"):
-            d = s["splits"][sp]
-            unc = d["uncertain"][lab]
-            cells.append(f"{d['positive'][lab]}" + (f" (+{unc} unc.)" if unc else ""))
-        t.add_row(lab, *cells)
-    t.add_section()
-    t.add_row("images", *[str(s["splits"][sp]["images"]) for sp in ("train", "val", "test")])
-    t.add_row("patients", *[str(s["splits"][sp]["patients"]) for sp in ("train", "val", "test")])
-    console.print(t)
-    console.print("patient overlap between splits: " + ", ".join(f"{k} {v}" for k, v in s["patient_overlap"].items()))
-    if json_out:
-        atomic_write_json(json_out, s)
-        console.print(f"wrote {json_out}")
-
-
-@data_app.command("check")
-def data_check(source: SourceOpt, root: RootOpt, labels: LabelsOpt = None, option: OptionOpt = None,
-               workers: Annotated[int, typer.Option(help="Processes (0 = all cores).")] = 0) -> None:
-    """Decode every image; list all unreadable, truncated, empty or wrongly-shaped files (exit 1 if any)."""
-    from cxrlab.data.check import check_images
-
-    m = _manifest(source, root, labels, option)
-    problems = check_images(m.paths(m.frame), workers)
-    for p in problems:
-        err_console.print(p, highlight=False, soft_wrap=True)
-    if problems:
-        err_console.print(f"[red]{len(problems)} of {len(m.frame)} images have problems[/red]")
-        raise typer.Exit(1)
-    console.print(f"all {len(m.frame)} images read fine")
 
 
 @app.command()
@@ -341,12 +299,11 @@ def prepare(
     import time
 
     from cxrlab.config import load_config
-    from cxrlab.experiment import build_manifest, prepare_images
+    from cxrlab.workflows.experiment import prepare_dataset
 
     cfg = load_config(config, overrides or [])
-    m = build_manifest(cfg)
     tic = time.perf_counter()
-    cache = prepare_images(cfg, m, m.frame["image"].tolist())
+    cache = prepare_dataset(cfg)
     mb = cache.images.nbytes / 2**20
     console.print(f"cache ready: {len(cache.ids)} images at {cfg.data.image_size} px, {mb:.0f} MiB, "
                   f"{time.perf_counter() - tic:.1f} s\n{cache.folder}")
@@ -355,14 +312,14 @@ def prepare(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
-    images: Annotated[list[Path], typer.Option("--images", "-i", help="Image files (PNG/JPEG/DICOM), repeatable.")],
+    images: Annotated[list[Path], typer.Option("--images", "-i", help="Image files (PNG/JPEG/DICOM), folders (recursive) or a CSV with a path column; repeatable.")],
     engine: Annotated[str, typer.Option(help="torch, or onnx (after cxrlab export).")] = "torch",
     tta: Annotated[bool, typer.Option(help="Average with the mirrored image.")] = False,
     csv: Annotated[Path | None, typer.Option(help="Write the predictions as CSV.")] = None,
 ) -> None:
     """Probabilities per label and the predicted labels (at the thresholds chosen on validation)."""
     from cxrlab.runio import atomic_write
-    from cxrlab.serve.predict import predict_images
+    from cxrlab.workflows import predict_images
 
     table = predict_images(run, images, engine=engine, tta=tta)
     t = Table(title=f"{run} ({engine})")
@@ -382,7 +339,7 @@ def export(
     out: Annotated[Path | None, typer.Option(help="Output file (default RUN/model.onnx).")] = None,
 ) -> None:
     """Export the run's best model to ONNX for CPU inference with ONNX Runtime."""
-    from cxrlab.serve.onnx import export_onnx
+    from cxrlab.workflows import export_onnx
 
     console.print(f"wrote {export_onnx(run, out)}")
 
@@ -409,7 +366,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
-    except CxrlabError as e:
+    except CxrlabError as e:  # raised outside a command (e.g. while parsing)
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -56,21 +56,46 @@ class DataConfig(_Strict):
     """Contrast Limited Adaptive Histogram Equalisation at cache time (seed 004)."""
     clahe_clip: float = Field(2.0, gt=0)
     clahe_tiles: int = Field(8, ge=1)
+    max_pixels: int = Field(100_000_000, ge=1024)
+    """Refuse images whose header claims more pixels (corrupt files, decompression bombs)."""
+    bad_images: Literal["error", "skip"] = "error"
+    """Unreadable images: stop with the list (error), or train without them (skip; they are listed in
+    RUN/skipped_images.csv and counted in the report)."""
 
 
 class ModelConfig(_Strict):
     name: str = "densenet121"
-    """``simple_cnn`` or any timm model name."""
+    """``simple_cnn``, ``fusion`` or any timm model name."""
     pretrained: str = "none"
     """``none``, ``hub`` (needs network) or a path to a local weights file."""
     in_chans: int = Field(1, ge=1, le=3)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    width: int = Field(32, ge=4)
-    """Base channel width (``simple_cnn`` only)."""
-    convs: int = Field(2, ge=1, le=4)
-    """Convolutions per stage (``simple_cnn`` only)."""
-    backbones: tuple[str, str] = ("densenet121", "efficientnet_b3")
-    """The two timm backbones of the ``fusion`` model (seed 003)."""
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """Dropout before the classifier; unset keeps the model's default (0.5 for fusion, else 0)."""
+    options: dict[str, Any] = {}
+    """Passed to the model's factory unchanged: ``width``/``convs`` (simple_cnn), ``backbones``
+    (fusion), or timm keywords (e.g. ``drop_path_rate``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_options(cls, v: Any) -> Any:
+        """Configs before 0.2 spelled model options as ``model.width`` etc.; they move into options."""
+        if isinstance(v, dict) and any(k in v for k in _LEGACY_MODEL_KEYS):
+            v = dict(v)
+            opts = dict(v.get("options") or {})
+            for k in _LEGACY_MODEL_KEYS:
+                if k in v:
+                    value = v.pop(k)
+                    if _applies(k, v.get("name", "densenet121")):
+                        opts.setdefault(k, list(value) if k == "backbones" else value)
+            v["options"] = opts
+        return v
+
+
+_LEGACY_MODEL_KEYS = ("width", "convs", "backbones")
+
+
+def _applies(key: str, name: str) -> bool:
+    return (name == "simple_cnn" and key in ("width", "convs")) or (name == "fusion" and key == "backbones")
 
 
 class AugmentConfig(_Strict):
@@ -125,14 +150,15 @@ class TrainConfig(_Strict):
     """Stop after this many epochs without improvement of ``early_stop_on``."""
     early_stop_on: Literal["loss", "score"] = "loss"
     """Validation loss (seed 001) or the selection score (macro AUC / accuracy)."""
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    """auto (CUDA when available), cpu, cuda, cuda:N or mps."""
     threads: int = Field(0, ge=0)
     """CPU threads for torch (0 = torch's default)."""
     augment: AugmentConfig = AugmentConfig()
 
 
 class EvaluateConfig(_Strict):
-    n_boot: int = Field(1000, ge=0)
+    n_boot: int = Field(1000, ge=10)
     """Bootstrap resamples for the 95% CIs (patients resampled where known)."""
     tta: bool = False
     """Average the predictions of each image and its horizontal mirror."""

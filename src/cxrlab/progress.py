@@ -44,3 +44,11 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> It
         for item in items:
             yield item
             bar.advance(task)
+
+
+def say(message: str) -> None:
+    """One status line for the user on stderr (e.g. "resuming at epoch 3 of 10"), unless quiet."""
+    if not quiet():
+        from rich.console import Console
+
+        Console(stderr=True).print(message, highlight=False)

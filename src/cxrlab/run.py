@@ -8,25 +8,35 @@
       metrics.jsonl          one line per epoch
       checkpoints/best.safetensors, last.safetensors   model weights
       checkpoints/last_state.pt                         optimiser/scheduler/RNG (resume)
-      model.json             architecture, labels, input size, normalisation, thresholds
-      predictions.csv        test-set probabilities next to the true labels
-      summary.json           headline metrics
+      model.json             the model record: architecture and options, labels, task, the
+                             preprocessing contract, thresholds (:class:`ModelRecord`)
+      predictions.csv        test-set probabilities next to the true labels (and _val)
+      evaluation.json  summary.json  skipped_images.csv
+      localization_<method>.json  uncertainty.json  explain/  model.onnx   derived by later commands
       figures/*.png          plots;  report.html  the report
+
+:class:`RunFolder` is the only code that spells these names.  Files derived
+from the best weights are listed in :attr:`RunFolder.DERIVED`; training
+invalidates them together, so no file can disagree with ``best``.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
 from cxrlab import __version__
 from cxrlab.config import ExperimentConfig, to_yaml
+from cxrlab.data.preprocess import Preprocess, preprocess_of_model_record
 from cxrlab.data.splits import lists_hash
 from cxrlab.errors import CxrlabError
 from cxrlab.runio import append_jsonl, atomic_write, atomic_write_json, atomic_write_text
@@ -51,20 +61,157 @@ def environment() -> dict[str, str]:
             "git_commit": git_commit()}
 
 
+#: Column prefix of a probability in prediction tables (``prob_<label>``).
+PROB_PREFIX = "prob_"
+
+
+def prob_column(label: str) -> str:
+    return f"{PROB_PREFIX}{label}"
+
+
+def prob_columns(labels: list[str]) -> list[str]:
+    return [prob_column(lab) for lab in labels]
+
+
+def prediction_table(frame: pd.DataFrame, y: Any, probs: Any, labels: list[str]) -> pd.DataFrame:
+    """The predictions schema: image, patient (study, view), true label columns, ``prob_<label>`` columns."""
+    out = pd.DataFrame({"image": frame["image"].to_numpy(), "patient": frame["patient"].to_numpy()})
+    for extra in ("study", "view"):
+        if extra in frame.columns:
+            out[extra] = frame[extra].to_numpy()
+    for i, lab in enumerate(labels):
+        out[lab] = y[:, i]
+    for i, lab in enumerate(labels):
+        out[prob_column(lab)] = probs[:, i]
+    return out
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """``model.json``: all that is needed to rebuild and run a trained model, without its config."""
+
+    name: str
+    labels: list[str]
+    task: str
+    in_chans: int
+    preprocess: Preprocess
+    dropout: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    threshold_rule: str = "fixed 0.5"
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Other keys of the file (ensembles: members, combine), kept when rewritten."""
+
+    @classmethod
+    def new(cls, cfg: ExperimentConfig, labels: list[str], pre: Preprocess) -> ModelRecord:
+        m = cfg.model
+        return cls(name=m.name, labels=list(labels), task=cfg.task, in_chans=m.in_chans, preprocess=pre,
+                   dropout=m.dropout, options=dict(m.options), thresholds=dict.fromkeys(labels, 0.5),
+                   threshold_rule="fixed 0.5 (training has not finished)")
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.preprocess
+        return {
+            **self.extra,
+            "architecture": self.name, "num_classes": len(self.labels), "labels": self.labels,
+            "task": self.task, "in_chans": self.in_chans, "dropout": self.dropout, "options": self.options,
+            "input_size": p.size, "preprocess": p.to_record(),
+            "normalization": {"mean": p.mean, "std": p.std, "scale": 1 / 255},
+            "thresholds": self.thresholds, "threshold_rule": self.threshold_rule,
+        }
+
+    @classmethod
+    def from_dict(cls, info: dict[str, Any], origin: str = "model.json") -> ModelRecord:
+        known = {"architecture", "num_classes", "labels", "task", "in_chans", "dropout", "options", "input_size",
+                 "preprocess", "normalization", "thresholds", "threshold_rule", "width", "convs", "backbones"}
+        try:
+            name = info["architecture"]
+            options = dict(info.get("options") or {})
+            if "options" not in info:  # records before 0.2 listed the options at the top level
+                legacy = {"simple_cnn": ("width", "convs"), "fusion": ("backbones",)}.get(name, ())
+                options = {k: info[k] for k in legacy if k in info}
+            dropout = info.get("dropout")
+            if "options" not in info and name == "fusion" and not dropout:
+                dropout = None  # 0.0 meant "the default" (0.5) before 0.2
+            return cls(name=name, labels=list(info["labels"]), task=info["task"], in_chans=int(info["in_chans"]),
+                       preprocess=preprocess_of_model_record(info, origin), dropout=dropout, options=options,
+                       thresholds=dict(info.get("thresholds") or {}),
+                       threshold_rule=info.get("threshold_rule", "fixed 0.5"),
+                       extra={k: v for k, v in info.items() if k not in known})
+        except (KeyError, TypeError, ValueError) as e:
+            raise CxrlabError(f"{origin}: broken model record ({type(e).__name__}: {e}); "
+                              "re-create it by training again") from None
+
+    def with_thresholds(self, thresholds: dict[str, float], rule: str) -> ModelRecord:
+        from dataclasses import replace
+
+        return replace(self, thresholds=dict(thresholds), threshold_rule=rule)
+
+
 class RunFolder:
+    """A run folder on disk; the only code that knows its file names."""
+
+    #: Files computed from the best weights: removed together whenever the weights may change.
+    DERIVED = ("predictions.csv", "predictions_val.csv", "evaluation.json", "summary.json", "report.html",
+               "skipped_images.csv", "model.onnx", "uncertainty.json", "card.md", "metadata.json", "ood.json", "localization_*.json",
+               "figures", "explain")
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.figures = self.path / "figures"
         self.checkpoints = self.path / "checkpoints"
+        self.config_file = self.path / "config.yaml"
+        self.split_file = self.path / "split.json"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.model_json = self.path / "model.json"
+        self.evaluation_file = self.path / "evaluation.json"
+        self.summary_file = self.path / "summary.json"
+        self.report_file = self.path / "report.html"
+        self.onnx_file = self.path / "model.onnx"
+        self.uncertainty_file = self.path / "uncertainty.json"
+        self.skipped_file = self.path / "skipped_images.csv"
+        self.explain_dir = self.path / "explain"
 
     def create(self) -> RunFolder:
         self.figures.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         return self
 
+    def exists(self) -> bool:
+        """Something was trained here before (a config or a checkpoint)."""
+        return self.config_file.is_file() or any(self.checkpoints.glob("*"))
+
+    def clear(self) -> None:
+        """Remove everything (``--overwrite``)."""
+        if self.path.is_dir():
+            shutil.rmtree(self.path)
+
+    def invalidate_derived(self) -> list[str]:
+        """Delete every file derived from the best weights; return what was removed."""
+        removed = []
+        for pattern in self.DERIVED:
+            for p in sorted(self.path.glob(pattern)):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                removed.append(p.name)
+        return removed
+
+    def predictions_file(self, split: str = "test") -> Path:
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be test or val, got {split!r}")
+        return self.path / ("predictions.csv" if split == "test" else "predictions_val.csv")
+
+    def localization_file(self, method: str) -> Path:
+        return self.path / f"localization_{method}.json"
+
+    def localization_files(self) -> list[Path]:
+        return sorted(self.path.glob("localization_*.json"))
+
+    def weights_file(self, which: str = "best") -> Path:
+        return self.checkpoints / f"{which}.safetensors"
+
     # ---- config, split, metrics ---------------------------------------------------
     def write_config(self, cfg: ExperimentConfig) -> None:
-        atomic_write_text(self.path / "config.yaml", to_yaml(cfg, {"environment": environment()}))
+        atomic_write_text(self.config_file, to_yaml(cfg, {"environment": environment()}))
 
     def read_config(self) -> ExperimentConfig:
         """The resolved config the run was trained with (its ``environment`` record left out)."""
@@ -72,7 +219,7 @@ class RunFolder:
 
         from cxrlab.config import build_config
 
-        path = self.path / "config.yaml"
+        path = self.config_file
         if not path.is_file():
             raise CxrlabError(f"{self.path}: not a cxrlab run folder (config.yaml missing)")
         tree = yaml.safe_load(path.read_text()) or {}
@@ -81,14 +228,21 @@ class RunFolder:
 
     def write_split(self, splits: dict[str, list[str]]) -> str:
         digest = lists_hash(splits)
-        atomic_write_json(self.path / "split.json", {"hash": digest, **splits})
+        atomic_write_json(self.split_file, {"hash": digest, **splits})
         return digest
 
+    def read_split(self) -> dict[str, list[str]]:
+        """Image ids per split as trained (``split.json``)."""
+        if not self.split_file.is_file():
+            raise CxrlabError(f"{self.path}: not a cxrlab run folder (split.json missing)")
+        tree = json.loads(self.split_file.read_text())
+        return {s: tree.get(s, []) for s in ("train", "val", "test")}
+
     def log_metrics(self, row: dict[str, Any]) -> None:
-        append_jsonl(self.path / "metrics.jsonl", row)
+        append_jsonl(self.metrics_file, row)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        p = self.path / "metrics.jsonl"
+        p = self.metrics_file
         if not p.is_file():
             return []
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
@@ -96,26 +250,69 @@ class RunFolder:
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the first ``epochs`` lines (resume after a crash mid-epoch)."""
         rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
 
     # ---- model --------------------------------------------------------------------
-    def write_model_json(self, info: dict[str, Any]) -> None:
-        atomic_write_json(self.path / "model.json", info)
+    def write_model_record(self, record: ModelRecord) -> None:
+        atomic_write_json(self.model_json, record.to_dict())
 
     def read_model_json(self) -> dict[str, Any]:
-        p = self.path / "model.json"
+        """The raw ``model.json`` (one error message for a missing or broken file)."""
+        p = self.model_json
         if not p.is_file():
             raise CxrlabError(f"{self.path}: not a cxrlab run folder (model.json missing)")
-        return json.loads(p.read_text())
+        try:
+            info = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CxrlabError(f"{p}: broken model record (not valid JSON: {e})") from None
+        if not isinstance(info, dict):
+            raise CxrlabError(f"{p}: broken model record (expected a JSON object)")
+        return info
+
+    def read_model_record(self) -> ModelRecord:
+        return ModelRecord.from_dict(self.read_model_json(), str(self.model_json))
+
+    # ---- predictions, evaluation, summary --------------------------------------------
+    def write_predictions(self, table: pd.DataFrame, split: str = "test") -> Path:
+        return atomic_write(self.predictions_file(split), lambda tmp: table.to_csv(tmp, index=False))
+
+    def read_predictions(self, split: str = "test") -> pd.DataFrame:
+        """A prediction table, checked against the labels of ``model.json``."""
+        path = self.predictions_file(split)
+        if not path.is_file():
+            raise CxrlabError(f"{self.path}: not a finished cxrlab run ({path.name} missing)")
+        table = pd.read_csv(path)
+        labels = self.read_model_json().get("labels", [])
+        missing = [c for c in ["image", *labels, *prob_columns(labels)] if c not in table.columns]
+        if missing:
+            raise CxrlabError(f"{path}: columns {missing[:4]} missing; the file does not match model.json")
+        return table
+
+    def has_predictions(self, split: str = "test") -> bool:
+        return self.predictions_file(split).is_file()
+
+    def write_skipped(self, table: pd.DataFrame) -> Path:
+        """``skipped_images.csv``: image, split, reason (``data.bad_images: skip``)."""
+        return atomic_write(self.skipped_file, lambda tmp: table.to_csv(tmp, index=False))
+
+    def read_skipped(self) -> pd.DataFrame:
+        return pd.read_csv(self.skipped_file) if self.skipped_file.is_file() else pd.DataFrame()
+
+    def write_json(self, path: Path, obj: Any) -> Path:
+        """Write a JSON file of this run (NaN written as null)."""
+        return atomic_write_json(path, obj)
+
+    def read_json(self, path: Path) -> Any:
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def save_weights(self, model: torch.nn.Module, which: str) -> Path:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        return atomic_write(self.checkpoints / f"{which}.safetensors", lambda tmp: save_file(state, tmp))
+        return atomic_write(self.weights_file(which), lambda tmp: save_file(state, tmp))
 
     def load_weights(self, model: torch.nn.Module, which: str = "best") -> None:
-        path = self.checkpoints / f"{which}.safetensors"
+        path = self.weights_file(which)
         if not path.is_file():
-            raise CxrlabError(f"{path}: checkpoint not found")
+            raise CxrlabError(f"{path}: checkpoint not found (training did not finish an epoch?)")
         state = load_file(str(path))
         own = model.state_dict()
         missing = sorted(set(own) - set(state))

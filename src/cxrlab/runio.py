@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -46,8 +47,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, _write)
 
 
+def json_safe(obj: Any) -> Any:
+    """Replace NaN and infinities by ``None`` (JSON has no NaN; readers get ``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalars
+        return json_safe(obj.item())
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    """Valid JSON (NaN -> null), written atomically."""
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def append_jsonl(path: str | Path, obj: Any) -> None:

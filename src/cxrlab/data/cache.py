@@ -23,13 +23,12 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from cxrlab.data.io import read_gray, to_uint8_resized
+from cxrlab.data.preprocess import Preprocess, load_image
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import make_progress
 from cxrlab.runio import atomic_write_json
@@ -37,58 +36,10 @@ from cxrlab.runio import atomic_write_json
 CACHE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """Everything that changes cached pixels."""
-
-    size: int = 224
-    resize: str = "squash"  # squash | letterbox
-    clahe: bool = False
-    clahe_clip: float = 2.0
-    clahe_tiles: int = 8
-
-    def key(self) -> dict:
-        return {"size": self.size, "resize": self.resize, "clahe": self.clahe,
-                "clahe_clip": self.clahe_clip if self.clahe else None,
-                "clahe_tiles": self.clahe_tiles if self.clahe else None}
-
-
-def letterbox(img: np.ndarray) -> np.ndarray:
-    """Pad to a square with the image's minimum value, centred (keeps the aspect ratio)."""
-    h, w = img.shape
-    s = max(h, w)
-    out = np.full((s, s), img.min(), dtype=img.dtype)
-    y0, x0 = (s - h) // 2, (s - w) // 2
-    out[y0:y0 + h, x0:x0 + w] = img
-    return out
-
-
-def apply_clahe(img_u8: np.ndarray, clip: float, tiles: int) -> np.ndarray:
-    return cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(img_u8)
-
-
-def full_range_u8(img: np.ndarray) -> np.ndarray:
-    """Min-max scale to uint8 at full resolution (only where CLAHE needs 8 bits)."""
-    if img.dtype == np.uint8:
-        return img
-    f = img.astype(np.float32)
-    lo, hi = float(f.min()), float(f.max())
-    return np.zeros(f.shape, np.uint8) if hi <= lo else np.round((f - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-
-
-def preprocess(img: np.ndarray, p: Preprocess) -> np.ndarray:
-    """Full-precision image -> (S, S) uint8 as stored in the cache."""
-    if p.resize == "letterbox":
-        img = letterbox(img)
-    if p.clahe:
-        img = apply_clahe(full_range_u8(img), p.clahe_clip, p.clahe_tiles)
-    return to_uint8_resized(img, p.size)
-
-
 def _work(args: tuple[int, str, Preprocess]) -> tuple[int, np.ndarray | None, str | None]:
     i, path, p = args
     try:
-        return i, preprocess(read_gray(path), p), None
+        return i, load_image(path, p), None
     except CxrlabError as e:
         return i, None, str(e)
 
@@ -104,6 +55,8 @@ class ImageCache:
     folder: Path
     images: np.ndarray  # (N, S, S) uint8 memmap, read-only
     ids: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+    """Images that could not be read (``data.bad_images: skip``): id -> one-line reason."""
 
     def rows(self, ids: list[str]) -> np.ndarray:
         pos = {k: i for i, k in enumerate(self.ids)}
@@ -114,15 +67,30 @@ def open_cache(folder: Path) -> ImageCache:
     meta = json.loads((folder / "index.json").read_text())
     n, s = len(meta["ids"]), meta["size"]
     images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(n, s, s))
-    return ImageCache(folder, images, meta["ids"])
+    return ImageCache(folder, images, meta["ids"], meta.get("failed", {}))
+
+
+def _raise_unreadable(errors: list[str], n: int) -> None:
+    shown = "; ".join(errors[:5]) + (f"; ... ({len(errors) - 5} more)" if len(errors) > 5 else "")
+    raise CxrlabError(f"prepare: {len(errors)} of {n} images could not be read "
+                      f"(data.bad_images=skip trains without them, listing each): {shown}")
 
 
 def prepare_cache(paths: list[Path], ids: list[str], p: Preprocess, cache_dir: str | Path, key: str,
-                  workers: int = 0, chunk: int = 256) -> ImageCache:
-    """Build (or resume, or reuse) the cache for these images; return it opened read-only."""
+                  workers: int = 0, chunk: int = 256, bad_images: str = "error") -> ImageCache:
+    """Build (or resume, or reuse) the cache for these images; return it opened read-only.
+
+    Args:
+        bad_images: ``error`` stops with every unreadable file listed; ``skip``
+            records them in ``ImageCache.failed`` (their rows stay zero) for the
+            caller to drop and report.
+    """
     folder = Path(cache_dir) / key
     if (folder / "index.json").is_file():
-        return open_cache(folder)
+        cache = open_cache(folder)
+        if cache.failed and bad_images == "error":
+            _raise_unreadable(list(cache.failed.values()), len(cache.ids))
+        return cache
     folder.mkdir(parents=True, exist_ok=True)
     n, s = len(paths), p.size
     if n == 0:
@@ -153,12 +121,12 @@ def prepare_cache(paths: list[Path], ids: list[str], p: Preprocess, cache_dir: s
         finally:
             if pool:
                 pool.shutdown()
-    if errors:
-        lines = [errors[i] for i in sorted(errors)]
-        shown = "; ".join(lines[:5]) + (f"; ... ({len(lines) - 5} more)" if len(lines) > 5 else "")
-        raise CxrlabError(f"prepare: {len(errors)} of {n} images could not be read: {shown}")
+    if errors and (bad_images == "error" or len(errors) == n):
+        _raise_unreadable([errors[i] for i in sorted(errors)], n)
     del images, done
-    atomic_write_json(folder / "index.json", {"version": CACHE_VERSION, "size": s, **p.key(), "ids": ids})
+    failed = {ids[i]: errors[i] for i in sorted(errors)}
+    atomic_write_json(folder / "index.json", {"version": CACHE_VERSION, "size": s, **p.key(), "ids": ids,
+                                              "failed": failed})
     (folder / "done.u8").unlink(missing_ok=True)
     return open_cache(folder)
 

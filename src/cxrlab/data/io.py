@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,7 @@ def is_dicom(path: str | Path) -> bool:
         return False
 
 
-def read_dicom(path: str | Path) -> np.ndarray:
+def read_dicom(path: str | Path, max_pixels: int = 100_000_000) -> np.ndarray:
     """Read a single-frame DICOM as float32 with display semantics (bright = dense).
 
     Applies the modality LUT (rescale slope/intercept), then the VOI LUT or
@@ -40,10 +41,14 @@ def read_dicom(path: str | Path) -> np.ndarray:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             raise CxrlabError(f"{path}: multi-frame DICOM ({frames} frames) is not a radiograph cxrlab can read")
+        if "PixelData" not in ds:
+            raise CxrlabError(f"{path}: cannot read DICOM: the file has no pixel data")
+        check_pixels(path, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), max_pixels)
         raw = ds.pixel_array
     except CxrlabError:
         raise
-    except (InvalidDicomError, AttributeError, ValueError, KeyError, OSError, EOFError) as e:
+    except (InvalidDicomError, AttributeError, ValueError, KeyError, OSError, EOFError, RuntimeError,
+            NotImplementedError, ImportError) as e:  # pydicom: no decoder for a compressed transfer syntax
         raise CxrlabError(f"{path}: cannot read DICOM ({type(e).__name__}: {e})") from None
     if raw.ndim != 2:
         raise CxrlabError(f"{path}: DICOM pixel data has shape {raw.shape}, expected one grey frame")
@@ -55,40 +60,75 @@ def read_dicom(path: str | Path) -> np.ndarray:
     return img
 
 
-def _check_complete(path: Path) -> None:
+#: Default pixel limit: 100 megapixels, ~6x the largest real radiograph (about 4,300 x 3,500).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def sniff(path: Path) -> str:
+    """The file's format from its first bytes: ``png``, ``jpeg``, ``dicom`` or ``other``.
+
+    Public CXR collections hold PNG files named ``.jpg`` (and the reverse), so the
+    extension is only trusted for DICOM files without the 128-byte preamble.
+    """
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
+        return "dicom"
+    return "other"
+
+
+def _check_complete(path: Path, kind: str) -> None:
     """Refuse truncated JPEG/PNG files, which OpenCV would decode partially without an error."""
-    suffix = path.suffix.lower()
-    if suffix not in (".jpg", ".jpeg", ".png"):
+    if kind not in ("png", "jpeg"):
         return
     with open(path, "rb") as f:
         f.seek(max(path.stat().st_size - 64, 0))
         tail = f.read().rstrip(b"\x00\r\n\t ")
-    if suffix == ".png" and b"IEND" not in tail:
+    if kind == "png" and b"IEND" not in tail:
         raise CxrlabError(f"{path}: truncated PNG (no IEND chunk at the end)")
     # 0xFF 0xD9 cannot occur inside entropy-coded data (0xFF is byte-stuffed), so its presence in the
     # last bytes marks a complete file, even with a short trailer after it
-    if suffix in (".jpg", ".jpeg") and b"\xff\xd9" not in tail:
+    if kind == "jpeg" and b"\xff\xd9" not in tail:
         raise CxrlabError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
-def read_gray(path: str | Path) -> np.ndarray:
+def check_pixels(path: str | Path, width: int, height: int, max_pixels: int) -> None:
+    """One-line error for an image whose header claims more than ``max_pixels`` pixels."""
+    if width * height > max_pixels:
+        raise CxrlabError(f"{path}: image of {width} x {height} pixels exceeds the limit of {max_pixels:,} "
+                          "pixels (corrupt header or decompression bomb; raise data.max_pixels if it is real)")
+
+
+def read_gray(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as a 2-D array at full precision.
 
-    PNG (8/16-bit), JPEG and other OpenCV formats give uint8/uint16; RGB(A) is
-    converted to grey.  DICOM gives float32 after rescale, VOI LUT/window and
-    MONOCHROME1 inversion (:func:`read_dicom`).
+    The decoder is chosen from the file's content, not its name.  PNG (8/16-bit),
+    JPEG and other OpenCV formats give uint8/uint16; RGB(A) is converted to grey.
+    DICOM gives float32 after rescale, VOI LUT/window and MONOCHROME1 inversion
+    (:func:`read_dicom`).  The header's size is checked against ``max_pixels``
+    before any pixel is decoded.
 
     Raises:
-        CxrlabError: the file is missing, empty, corrupt, multi-frame or not an image.
+        CxrlabError: the file is missing, empty, corrupt, truncated, too large,
+            multi-frame or not an image.
     """
     path = Path(path)
     if not path.is_file():
         raise CxrlabError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise CxrlabError(f"{path}: image file is empty")
-    if is_dicom(path):
-        return read_dicom(path)
-    _check_complete(path)
+    kind = sniff(path)
+    if kind == "dicom":
+        return read_dicom(path, max_pixels)
+    _check_complete(path, kind)
+    check_pixels(path, *image_size(path), max_pixels)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CxrlabError(f"{path}: cannot decode image (corrupt, truncated or unsupported format)")
@@ -116,11 +156,24 @@ def to_uint8_resized(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image file without decoding its pixels."""
+    """(width, height) of an image file (PNG/JPEG/..., or DICOM) without decoding its pixels."""
     from PIL import Image, UnidentifiedImageError
 
+    path = Path(path)
+    if sniff(path) == "dicom":
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            return int(ds.Columns), int(ds.Rows)
+        except Exception as e:  # pydicom raises many types for a broken header
+            raise CxrlabError(f"{path}: cannot read DICOM header ({type(e).__name__}: {e})") from None
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError as e:
+        raise CxrlabError(f"{path}: image too large to open ({e})") from None
     except (OSError, UnidentifiedImageError) as e:
         raise CxrlabError(f"{path}: cannot read image header ({e})") from None

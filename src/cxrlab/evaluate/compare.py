@@ -1,9 +1,7 @@
-"""Compare runs evaluated on the same test images: DeLong per label, paired bootstrap of macro AUC."""
+"""Compare two models' predictions on the same test images: DeLong per label, paired bootstrap of macro AUC."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,22 +12,14 @@ from cxrlab.evaluate.evaluate import split_prediction_table
 from cxrlab.evaluate.stats import delong_test, holm, paired_bootstrap_macro
 
 
-def read_run_predictions(run: str | Path, split: str = "test") -> tuple[pd.DataFrame, list[str], str]:
-    """A run's prediction table, labels and task."""
-    run = Path(run)
-    info_path = run / "model.json"
-    name = "predictions.csv" if split == "test" else f"predictions_{split}.csv"
-    if not info_path.is_file() or not (run / name).is_file():
-        raise CxrlabError(f"{run}: not a finished cxrlab run (model.json or {name} missing)")
-    info = json.loads(info_path.read_text())
-    pred = pd.read_csv(run / name)
-    return pred, info["labels"], info["task"]
+def compare_tables(pa: pd.DataFrame, pb: pd.DataFrame, la: list[str], lb: list[str], run_a: str = "A",
+                   run_b: str = "B", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """DeLong test per shared label (Holm-adjusted too) and the paired macro-AUC bootstrap (a - b).
 
-
-def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """DeLong test per shared label (Holm-adjusted too) and the paired macro-AUC bootstrap (a - b)."""
-    pa, la, _ = read_run_predictions(run_a)
-    pb, lb, _ = read_run_predictions(run_b)
+    Args:
+        pa, pb: prediction tables (the predictions schema) of two models on the same images.
+        la, lb: their labels; run_a, run_b: names used in messages and the result.
+    """
     labels = [lab for lab in la if lab in lb]
     if not labels:
         raise CxrlabError(f"{run_a} and {run_b} share no labels")

@@ -5,10 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cxrlab.errors import CxrlabError
-
-
-def prob_columns(labels: list[str]) -> list[str]:
-    return [f"prob_{k}" for k in labels]
+from cxrlab.run import prob_columns
 
 
 def ensemble_tables(tables: list[pd.DataFrame], labels: list[str], how: str = "mean") -> pd.DataFrame:

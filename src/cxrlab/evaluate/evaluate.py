@@ -1,7 +1,7 @@
 """Evaluate a run's predictions: AUCs with CIs, thresholds, calibration, multi-class tables.
 
-Works from the prediction tables alone (``predictions_val.csv`` and
-``predictions.csv`` of a run folder), so evaluation never needs the model.
+Works from prediction tables alone (the predictions schema of
+:mod:`cxrlab.run`), so evaluation never needs the model.
 Thresholds are chosen on validation (Youden's J) and only applied to test.
 """
 
@@ -21,12 +21,13 @@ from sklearn.metrics import (
 
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.evaluate.stats import bootstrap_aucs, bootstrap_weights, percentile_ci, weighted_auc
+from cxrlab.run import prob_columns
 
 
 def split_prediction_table(pred: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y_true (N, L), probabilities (N, L), groups (N,)) from a predictions table."""
     y = pred[labels].to_numpy(dtype=float)
-    p = pred[[f"prob_{k}" for k in labels]].to_numpy(dtype=float)
+    p = pred[prob_columns(labels)].to_numpy(dtype=float)
     groups = pred["patient"].astype(str).to_numpy() if "patient" in pred else None
     return y, p, groups
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
-from cxrlab.data.transforms import to_float
-from cxrlab.explain.boxes import Box, heatmap_to_boxes, random_boxes_like, scale_box, score_image
+from cxrlab.data.preprocess import Geometry
+from cxrlab.explain.boxes import Box, heatmap_to_boxes, random_boxes_like, score_image
 from cxrlab.explain.cams import attribute
+from cxrlab.inference import Predictor
 from cxrlab.progress import progress
 
 
@@ -23,25 +23,29 @@ class Case:
     row: int  # index into the image array
     image: str
     label: str
-    truth: list[Box]
-    pred: list[Box] = field(default_factory=list)
+    truth: list[Box]  # original-image pixels
+    pred: list[Box] = field(default_factory=list)  # original-image pixels
+    truth_model: list[Box] = field(default_factory=list)  # the same boxes in model-input pixels
+    pred_model: list[Box] = field(default_factory=list)
     cam: np.ndarray | None = None
     precision: float = 0.0
     hit: bool = False
 
 
-def localize(model: nn.Module, layer: nn.Module, images: Any, image_ids: list[str],
-             boxes: pd.DataFrame, labels: list[str], sizes: dict[str, tuple[int, int]],
-             in_chans: int = 1, device: torch.device | str = "cpu", threshold: float = 0.5,
-             min_iou: float = 0.1, draws: int = 20, seed: int = 0, max_cases: int | None = None,
-             batch_size: int = 16, method: str = "gradcam") -> tuple[dict, list[Case]]:
+def localize(predictor: Predictor, layer: nn.Module, images: Any, image_ids: list[str],
+             boxes: pd.DataFrame, labels: list[str], geometry: dict[str, Geometry],
+             threshold: float = 0.5, min_iou: float = 0.1, draws: int = 20, seed: int = 0,
+             max_cases: int | None = None, batch_size: int = 16,
+             method: str = "gradcam") -> tuple[dict, list[Case]]:
     """Grad-CAM boxes for every (image, class) with a true box; per-class precision/accuracy.
 
     Args:
-        images: uint8 (N, S, S) images at the model's input size (array, cache rows or tensor).
+        predictor: the model's inference path (its ``model`` is attributed).
+        images: uint8 (N, S, S) model inputs (array, cache rows or tensor), preprocessed by
+            the contract of :mod:`cxrlab.data.preprocess`.
         image_ids: the manifest id of each row of ``images``.
         boxes: ``image, label, x, y, w, h`` in original-image pixels.
-        sizes: original (width, height) per image id, to map CAM boxes back.
+        geometry: per image id, the mapping between original and model pixels.
         draws: random placements per case for the baseline.
 
     Returns:
@@ -57,20 +61,23 @@ def localize(model: nn.Module, layer: nn.Module, images: Any, image_ids: list[st
              for (img, lab), g in sel.groupby(["image", "label"], sort=True)]
     if max_cases is not None:
         cases = cases[:max_cases]
-    size = images.shape[-1]
-    model.to(device)
+    model = predictor.model
+    model.to(predictor.device)
     rand_prec: dict[int, float] = {}
     rand_hit: dict[int, float] = {}
     batches = [cases[i:i + batch_size] for i in range(0, len(cases), batch_size)]
     k = 0
     for batch in progress(batches, desc=method):
         rows = np.array([c.row for c in batch])
-        x = to_float(torch.as_tensor(np.asarray(images[rows])).to(device), in_chans)
+        x = predictor.inputs(np.asarray(images[rows]))
         cams = attribute(model, layer, x, [label_idx[c.label] for c in batch], method)
         for c, cam in zip(batch, cams, strict=True):
-            w, h = sizes[c.image]
+            g = geometry[c.image]
+            w, h = g.width, g.height
             c.cam = cam
-            c.pred = [scale_box(b, w / size, h / size) for b in heatmap_to_boxes(cam, threshold)]
+            c.pred_model = heatmap_to_boxes(cam, threshold)
+            c.pred = [g.to_original(b) for b in c.pred_model]
+            c.truth_model = [g.to_model(b) for b in c.truth]
             c.precision, c.hit = score_image(c.pred, c.truth, min_iou)
             scores = [score_image(random_boxes_like(c.pred, w, h, rng), c.truth, min_iou) for _ in range(draws)]
             rand_prec[k] = float(np.mean([s[0] for s in scores]))

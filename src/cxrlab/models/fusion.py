@@ -37,7 +37,19 @@ class FusionNet(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(2 * dim, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def cam_layer(self) -> nn.Module:
+        """Grad-CAM target: the DenseNet branch's projection (the map the attention reads)."""
+        return self.proj_a
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The fusion block and the head: everything except the two pretrained backbones."""
+        return [p for n, p in self.named_parameters() if not n.startswith("backbone_")]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused, layer-normed tokens (B, HW, 2 * dim), as timm's ``forward_features``."""
         fa = self.proj_a(self.backbone_a(x)[-1])
         fb = self.proj_b(self.backbone_b(x)[-1])
         if fb.shape[-2:] != fa.shape[-2:]:
@@ -45,5 +57,12 @@ class FusionNet(nn.Module):
         ta, tb = fa.flatten(2).transpose(1, 2), fb.flatten(2).transpose(1, 2)  # (B, HW, dim)
         ta = ta + self.attn_ab(ta, tb, tb, need_weights=False)[0]
         tb = tb + self.attn_ba(tb, ta, ta, need_weights=False)[0]
-        fused = self.norm(torch.cat([ta, tb], dim=-1)).mean(dim=1)
-        return self.head(self.drop(fused))
+        return self.norm(torch.cat([ta, tb], dim=-1))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens; with ``pre_logits`` the pooled (B, 2 * dim) features, else the logits."""
+        fused = x.mean(dim=1)
+        return fused if pre_logits else self.head(self.drop(fused))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

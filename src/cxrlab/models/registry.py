@@ -1,23 +1,30 @@
-"""Build classifiers by name and find their Grad-CAM layer.
+"""Build classifiers by name; options pass through to the model's factory.
 
-``simple_cnn`` is cxrlab's own baseline; every other name goes to
-``timm.create_model``.  Pretrained weights: ``none`` (random init), ``hub``
-(timm download; needs network) or a path to a local ``.safetensors``/``.pth``
-file with a backbone state dict (the classifier head is re-initialised when
-its shape differs).
+``simple_cnn`` and ``fusion`` are cxrlab's own models; every other name goes
+to ``timm.create_model``.  As with timm's ``create_model(name, **kwargs)``,
+model options (``model.options`` in the config: ``width``, ``convs``,
+``backbones``, or any timm keyword such as ``drop_path_rate``) are handed to
+the factory unchanged, so this module lists no model's settings.
+
+``dropout`` is the one option every model shares: ``None`` keeps the model's
+own default (0.5 for ``fusion``, 0 elsewhere); a number, ``0.0`` included, is
+used as given.
+
+Pretrained weights: ``none`` (random init), ``hub`` (timm download; needs
+network) or a path to a local ``.safetensors``/``.pth`` file with a backbone
+state dict (the classifier head is re-initialised when its shape differs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from cxrlab.errors import CxrlabError
-from cxrlab.models.fusion import DEFAULT_BACKBONES
-from cxrlab.models.simple_cnn import SimpleCNN
 
 _OWN: dict[str, Callable[..., nn.Module]] = {}
 
@@ -33,18 +40,21 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 
 @register_model("simple_cnn")
-def _simple_cnn(num_classes: int, in_chans: int, dropout: float, width: int, convs: int = 2,
-                **_: object) -> nn.Module:
-    return SimpleCNN(num_classes, in_chans=in_chans, width=width, convs=convs, dropout=dropout)
+def _simple_cnn(num_classes: int, in_chans: int = 1, pretrained: bool = False, **options: Any) -> nn.Module:
+    from cxrlab.models.simple_cnn import SimpleCNN
+
+    if pretrained:
+        raise CxrlabError("simple_cnn has no hub weights; use model.pretrained=none or a local file")
+    return SimpleCNN(num_classes, in_chans=in_chans, **options)
 
 
 @register_model("fusion")
-def _fusion(num_classes: int, in_chans: int, dropout: float, pretrained: bool = False,
-            backbones: tuple[str, str] = DEFAULT_BACKBONES, **_: object) -> nn.Module:
+def _fusion(num_classes: int, in_chans: int = 1, pretrained: bool = False, **options: Any) -> nn.Module:
     from cxrlab.models.fusion import FusionNet
 
-    return FusionNet(num_classes, in_chans=in_chans, backbones=tuple(backbones), dropout=dropout or 0.5,
-                     pretrained=pretrained)
+    if "backbones" in options:
+        options["backbones"] = tuple(options["backbones"])
+    return FusionNet(num_classes, in_chans=in_chans, pretrained=pretrained, **options)
 
 
 def list_models() -> list[str]:
@@ -53,15 +63,11 @@ def list_models() -> list[str]:
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the classifier head (trained alone in phase 1 of two-phase fine-tuning)."""
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module) or not list(head.parameters()):
-        head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if head is None or not list(head.parameters()):
-        raise CxrlabError(f"{type(model).__name__}: cannot find the classifier head")
-    params = list(head.parameters())
-    if hasattr(model, "proj_a"):  # FusionNet: the fusion block counts as head
-        params = [p for n, p in model.named_parameters() if not n.startswith("backbone_")]
+    """Parameters trained alone in phase 1 of two-phase fine-tuning (the model says which)."""
+    own = getattr(model, "head_parameters", None)
+    params = own() if callable(own) else list(model.get_classifier().parameters())
+    if not params:
+        raise CxrlabError(f"{type(model).__name__}: the classifier head has no parameters")
     return params
 
 
@@ -83,31 +89,47 @@ def _load_local_weights(model: nn.Module, path: Path) -> None:
 
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, pretrained: str = "none",
-                dropout: float = 0.0, width: int = 32, convs: int = 2,
-                backbones: tuple[str, str] = DEFAULT_BACKBONES) -> nn.Module:
-    """Create a classifier returning logits of shape (B, num_classes)."""
+                dropout: float | None = None, **options: Any) -> nn.Module:
+    """Create a classifier returning logits of shape (B, num_classes).
+
+    Args:
+        name: ``simple_cnn``, ``fusion`` or a timm model name.
+        dropout: rate before the classifier; ``None`` keeps the model's default.
+        **options: passed to the model's factory unchanged (timm keywords for timm models).
+
+    Raises:
+        CxrlabError: unknown name, an option the model does not take, missing weights file.
+    """
+    kwargs = dict(options)
     if name in _OWN:
-        model = _OWN[name](num_classes=num_classes, in_chans=in_chans, dropout=dropout, width=width,
-                           convs=convs, pretrained=(pretrained == "hub"), backbones=backbones)
+        if dropout is not None:
+            kwargs["dropout"] = dropout
+        factory: Callable[..., nn.Module] = _OWN[name]
     else:
         import timm
 
         if not timm.is_model(name):
             raise CxrlabError(f"unknown model {name!r}: not a cxrlab model ({', '.join(list_models())}) "
                               "nor a timm model name")
-        model = timm.create_model(name, pretrained=(pretrained == "hub"), num_classes=num_classes,
-                                  in_chans=in_chans, drop_rate=dropout)
+        if dropout is not None:
+            kwargs["drop_rate"] = dropout
+        factory = timm.create_model
+        kwargs = {"model_name": name, **kwargs}
+    try:
+        model = factory(num_classes=num_classes, in_chans=in_chans, pretrained=(pretrained == "hub"), **kwargs)
+    except TypeError as e:
+        given = ", ".join(sorted(options)) or "none"
+        raise CxrlabError(f"model {name!r} does not accept the given options ({given}): {e}") from None
     if pretrained not in ("none", "hub"):
         _load_local_weights(model, Path(pretrained))
     return model
 
 
 def cam_layer(model: nn.Module) -> nn.Module:
-    """The last convolutional block, where Grad-CAM is computed."""
-    if isinstance(model, SimpleCNN):
-        return model.features[-1]
-    if hasattr(model, "proj_a"):  # FusionNet: the DenseNet branch's projection
-        return model.proj_a
+    """The layer Grad-CAM reads: the model's own choice, or timm's last feature stage."""
+    own = getattr(model, "cam_layer", None)
+    if callable(own):
+        return own()
     info = getattr(model, "feature_info", None)
     if info:
         last = info[-1] if isinstance(info, list) else info.info[-1]
@@ -116,3 +138,15 @@ def cam_layer(model: nn.Module) -> nn.Module:
     if not convs:
         raise CxrlabError(f"{type(model).__name__}: no convolutional layer for Grad-CAM")
     return convs[-1]
+
+
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Penultimate features (B, D): the pooled input of the classifier, before dropout and the head.
+
+    Every cxrlab model follows timm's interface (``forward_features`` then
+    ``forward_head(x, pre_logits=True)``), so this is the one place that asks a
+    model for them (out-of-distribution scores, embeddings).
+    """
+    if not callable(getattr(model, "forward_head", None)):
+        raise CxrlabError(f"{type(model).__name__}: no forward_head(x, pre_logits=True) for penultimate features")
+    return model.forward_head(model.forward_features(x), pre_logits=True).flatten(1)

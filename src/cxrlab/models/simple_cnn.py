@@ -3,8 +3,8 @@
 A stride-2 stem, then four stages of ``convs`` conv-BN-ReLU layers with
 widths ``w, 2w, 4w, 4w`` and max-pooling after the first two stages (total
 stride 8, so a 128-px input gives a 16 x 16 Grad-CAM), global average pooling,
-dropout and a linear head.  ``features[-1]`` is the last conv stage, the
-Grad-CAM target layer.
+dropout and a linear head.  :meth:`SimpleCNN.cam_layer` is the last conv stage;
+``forward_features`` / ``forward_head(x, pre_logits=True)`` follow timm's interface.
 """
 
 from __future__ import annotations
@@ -38,6 +38,25 @@ class SimpleCNN(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(4 * w, num_classes)
 
+    def cam_layer(self) -> nn.Module:
+        """The last convolutional stage (Grad-CAM target)."""
+        return self.features[-1]
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """What trains in the frozen phase of two-phase fine-tuning."""
+        return list(self.head.parameters())
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (B, 4w, H/8, W/8), as timm's ``forward_features``."""
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool a feature map; with ``pre_logits`` the pooled (B, 4w) features, else the logits."""
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.head(self.drop(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x)).flatten(1)
-        return self.head(self.drop(x))
+        return self.forward_head(self.forward_features(x))

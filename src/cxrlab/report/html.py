@@ -20,6 +20,8 @@ code{background:#f4f4f4;padding:0 .3em}
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return "n/a" if v != v else f"{v:.3f}"
     return html.escape(str(v))

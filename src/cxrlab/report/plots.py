@@ -64,9 +64,12 @@ def roc_curves(y_true: np.ndarray, y_score: np.ndarray, labels: list[str],
     return _save(fig, path)
 
 
-def cam_overlays(cases: list[Any], images: np.ndarray, sizes: dict[str, tuple[int, int]],
-                 path: Path, cols: int = 4) -> Path:
-    """Image + Grad-CAM with true (green) and predicted (red) boxes, one panel per case."""
+def cam_overlays(cases: list[Any], images: np.ndarray, path: Path, cols: int = 4) -> Path:
+    """Model input + Grad-CAM with true (green) and predicted (red) boxes, one panel per case.
+
+    Drawn in model-input pixels (``truth_model``/``pred_model``), so a letterboxed
+    or CLAHE run shows the pixels its model saw.
+    """
     n = max(len(cases), 1)
     cols = min(cols, n)
     rows = math.ceil(n / cols)
@@ -75,13 +78,13 @@ def cam_overlays(cases: list[Any], images: np.ndarray, sizes: dict[str, tuple[in
         ax.axis("off")
     for ax, c in zip(axes.flat, cases, strict=False):
         img = images[c.row]
-        w, h = sizes[c.image]
-        ax.imshow(img, cmap="gray", extent=(0, w, h, 0))
+        s = img.shape[-1]
+        ax.imshow(img, cmap="gray", extent=(0, s, s, 0))
         if c.cam is not None:
-            ax.imshow(c.cam, cmap="jet", alpha=0.35, extent=(0, w, h, 0))
-        for b in c.truth:
+            ax.imshow(c.cam, cmap="jet", alpha=0.35, extent=(0, s, s, 0))
+        for b in c.truth_model:
             ax.add_patch(Rectangle(b[:2], b[2], b[3], fill=False, ec="lime", lw=1.5))
-        for b in c.pred:
+        for b in c.pred_model:
             ax.add_patch(Rectangle(b[:2], b[2], b[3], fill=False, ec="red", lw=1.2, ls="--"))
         ax.set_title(f"{c.label} {'hit' if c.hit else 'miss'}", fontsize=9,
                      color="green" if c.hit else "firebrick")
@@ -143,4 +146,22 @@ def std_histogram(std: np.ndarray, labels: list[str], threshold: float, path: Pa
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold}")
     ax.set_xlabel("std of the probability over MC-dropout passes"), ax.set_ylabel("images")
     ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def explain_grid(img: np.ndarray, maps: list[np.ndarray], titles: list[str], title: str, path: Path) -> Path:
+    """The model input, then one attribution overlay per label."""
+    cols = len(maps) + 1
+    fig, axes = plt.subplots(1, cols, figsize=(3 * cols, 3.3))
+    axes = np.atleast_1d(axes)
+    axes[0].imshow(img, cmap="gray")
+    axes[0].set_title("model input", fontsize=8)
+    for ax, m, t in zip(axes[1:], maps, titles, strict=True):
+        ax.imshow(img, cmap="gray")
+        ax.imshow(m, cmap="jet", alpha=0.4)
+        ax.set_title(t, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)

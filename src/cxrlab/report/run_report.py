@@ -57,7 +57,7 @@ def classification_section(ev: dict[str, Any], task: str) -> str:
 def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, Any],
                       history: list[dict[str, Any]], y_true: np.ndarray, probs: np.ndarray,
                       labels: list[str], cases: list[Any], images: np.ndarray,
-                      sizes: dict[str, tuple[int, int]], evaluation: dict[str, Any]) -> None:
+                      evaluation: dict[str, Any]) -> None:
     """The figures of a freshly trained run (the report links whatever figures exist)."""
     f = run.figures
     plots.training_curves(history, f / "training_curves.png")
@@ -72,11 +72,7 @@ def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, 
         plots.localization_bars(loc, f / "localization.png")
         chosen = pick_cases(cases, cfg.explain.figures)
         if chosen:
-            plots.cam_overlays(chosen, images, sizes, f / "cam_overlays.png")
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+            plots.cam_overlays(chosen, images, f / "cam_overlays.png")
 
 
 def localization_section(loc: dict[str, Any], bars: str, overlays: str | None) -> str:
@@ -104,8 +100,8 @@ def render_report(run: RunFolder) -> Path:
     """(Re)write ``report.html`` from what the run folder holds: summary, evaluation, figures,
     and the outputs of ``localize``, ``uncertainty`` and ``explain`` when they were run."""
     cfg = run.read_config()
-    summary = _read_json(run.path / "summary.json") or {}
-    evaluation = _read_json(run.path / "evaluation.json")
+    summary = run.read_json(run.summary_file) or {}
+    evaluation = run.read_json(run.evaluation_file)
     fig = run.figures
     sections = [
         ("Setup", table(["setting", "value"], [
@@ -122,19 +118,19 @@ def render_report(run: RunFolder) -> Path:
     if loc:
         overlays = "figures/cam_overlays.png" if (fig / "cam_overlays.png").is_file() else None
         sections.append(("Localisation", localization_section(loc, "figures/localization.png", overlays)))
-    for path in sorted(run.path.glob("localization_*.json")):
+    for path in run.localization_files():
         method = path.stem.split("_", 1)[1]
         over = f"figures/cam_overlays_{method}.png"
         sections.append((f"Localisation ({method}, cxrlab localize)",
                          localization_section(json.loads(path.read_text()), f"figures/localization_{method}.png",
                                               over if (run.path / over).is_file() else None)))
-    unc = _read_json(run.path / "uncertainty.json")
+    unc = run.read_json(run.uncertainty_file)
     if unc:
         sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc)))
-    shots = sorted((run.path / "explain").glob("*.png"))
+    shots = sorted(run.explain_dir.glob("*.png"))
     if shots:
         sections.append(("Explanations (cxrlab explain)",
                          "".join(figure(f"explain/{p.name}", p.stem) for p in shots[:24])))
     macro_auc = summary.get("macro_auc")
     sub = f"macro AUC {macro_auc:.3f} on the test split" if isinstance(macro_auc, float) else ""
-    return write_report(run.path / "report.html", f"cxrlab run: {cfg.name}", sections, subtitle=sub)
+    return write_report(run.report_file, f"cxrlab run: {cfg.name}", sections, subtitle=sub)

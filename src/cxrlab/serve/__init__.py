@@ -1,1 +1,1 @@
-"""Inference: predictions for new images from a run folder (PyTorch or ONNX Runtime)."""
+"""The edges that answer over HTTP: the local web app and JSON API (``cxrlab serve``)."""

@@ -1,20 +1,23 @@
-"""The training loop: epochs over in-memory uint8 batches, validation, checkpoints.
+"""The training loop: epochs over uint8 batches, validation, best-by-score selection.
 
-Selection and stopping follow seed 001: the best checkpoint is the one with
-the highest validation macro AUC (accuracy for multi-class); the learning rate
-drops by ``plateau_factor`` when the validation loss has not improved for more
-than ``plateau_patience`` epochs (torch's ReduceLROnPlateau); training stops
-after ``early_stop`` epochs without a better validation loss
-(``early_stop_on: score`` uses the selection score instead).
+Selection and stopping follow Wollek et al.: the best checkpoint is the one with
+the highest validation macro AUC (accuracy for multi-class; the validation loss
+when no label of the validation split has both classes, said in a warning);
+the learning rate drops by ``plateau_factor`` when the validation loss has not
+improved for more than ``plateau_patience`` epochs; training stops after
+``early_stop`` epochs without a better validation loss (``early_stop_on:
+score`` uses the selection score instead).
 
 Shuffling and augmentation of epoch ``e`` are drawn from a generator seeded by
 ``(seed, e)``, so a resumed run replays exactly what an uninterrupted one does.
+Checkpoints, the metrics log and TensorBoard are callbacks (:mod:`.callbacks`);
+validation runs through the one inference path (:class:`cxrlab.inference.Predictor`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,128 +26,115 @@ import torch
 from torch import nn
 
 from cxrlab.config import ExperimentConfig
-from cxrlab.data.cache import RowView
 from cxrlab.data.transforms import Augment, augment, to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.metrics import macro, per_label_auc
-from cxrlab.models import head_parameters
-from cxrlab.progress import make_progress
+from cxrlab.inference import Predictor
+from cxrlab.models import activation
+from cxrlab.progress import make_progress, say
 from cxrlab.run import RunFolder
 from cxrlab.train import distributed
-from cxrlab.train.losses import activation, make_loss
+from cxrlab.train.callbacks import Callback, Checkpoints, MetricsLog, TensorBoard
+from cxrlab.train.data import ArraySplit
+from cxrlab.train.losses import make_loss
+from cxrlab.train.optim import Phase, step_scheduler
 from cxrlab.train.stopping import BestTracker
 
+log = logging.getLogger(__name__)
 
-@dataclass
-class ArraySplit:
-    images: np.ndarray | RowView  # uint8 (N, S, S): an array, or rows of the memory-mapped cache
-    targets: torch.Tensor  # float32 (N, L); NaN = ignore
-    redraw: Callable[[np.random.Generator], np.ndarray] | None = None
-    """Per-epoch targets (random-flip policy); ``None`` keeps ``targets``."""
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def batch(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images and targets of rows ``idx`` (read in row order: sequential memmap access)."""
-        rows = np.sort(idx.numpy())
-        return torch.from_numpy(np.ascontiguousarray(self.images[rows])), targets[torch.from_numpy(rows)]
-
-    def numpy(self) -> np.ndarray:
-        return self.images.numpy() if isinstance(self.images, RowView) else np.asarray(self.images)
-
-    def epoch_targets(self, epoch_seed: int) -> torch.Tensor:
-        if self.redraw is None:
-            return self.targets
-        return torch.from_numpy(self.redraw(np.random.default_rng(epoch_seed)))
+__all__ = ["ArraySplit", "fit", "predict", "resolve_device", "selection_metric", "selection_score"]
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda[:N]`` | ``mps``, checked against this machine (one-line error)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CxrlabError(f"train.device={name!r}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CxrlabError(f"train.device={name}: no CUDA GPU is available on this machine (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CxrlabError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CxrlabError(f"train.device={name}: MPS is not available on this machine")
+    return device
 
 
-def _as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+def predict(model: nn.Module, images: Any, in_chans: int, device: torch.device, batch_size: int = 64,
+            task: str = "multilabel", tta: bool = False) -> np.ndarray:
+    """Probabilities (N, L) of uint8 images (the inference path with the default normalisation)."""
+    return Predictor.for_model(model, task, in_chans, device=device, batch_size=batch_size).probabilities(images, tta)
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, in_chans: int, device: torch.device,
-                   batch_size: int = 64) -> torch.Tensor:
-    """Logits (N, L) on the CPU for uint8 images (N, S, S) (array, memmap or tensor)."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_float(_as_tensor(images[i:i + batch_size]).to(device), in_chans)
-        out.append(model(x).float().cpu())
-    return torch.cat(out)
+def selection_metric(task: str, val_targets: np.ndarray) -> str:
+    """What picks the best checkpoint: accuracy (multi-class), macro AUC, or the validation loss
+    when the AUC is undefined for every label (no label with both classes in validation)."""
+    if task == "multiclass":
+        return "val_accuracy"
+    y = np.asarray(val_targets, dtype=float)
+    defined = [bool(np.nanmin(y[:, j]) == 0 and np.nanmax(y[:, j]) == 1) for j in range(y.shape[1])
+               if np.isfinite(y[:, j]).any()]
+    if not any(defined):
+        log.warning("validation AUC undefined for every label: selecting by validation loss")
+        say("[yellow]warning:[/yellow] no label has both positives and negatives in the validation split, so "
+            "the validation AUC is undefined; the best checkpoint is chosen by the lowest validation loss")
+        return "val_loss"
+    return "val_macro_auc"
 
 
-def predict(model: nn.Module, images: torch.Tensor, in_chans: int, device: torch.device,
-            batch_size: int = 64, task: str = "multilabel", tta: bool = False) -> np.ndarray:
-    """Probabilities (N, L): sigmoid per label, or softmax for a multi-class task.
-
-    With ``tta``, the probabilities of the image and its horizontal mirror are averaged.
-    """
-    probs = activation(predict_logits(model, images, in_chans, device, batch_size), task)
-    if tta:
-        mirrored = _as_tensor(images).flip(-1)
-        flipped = activation(predict_logits(model, mirrored, in_chans, device, batch_size), task)
-        probs = (probs + flipped) / 2
-    return probs.numpy()
-
-
-def _optimizer(params: list[torch.nn.Parameter], cfg: ExperimentConfig, lr: float) -> torch.optim.Optimizer:
-    t = cfg.train
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=t.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
-
-
-def _scheduler(opt: torch.optim.Optimizer, cfg: ExperimentConfig, epochs: int) -> Any:
-    t = cfg.train
-    if t.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=t.plateau_factor,
-                                                          patience=t.plateau_patience)
-    if t.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
-    return None
-
-
-def selection_score(task: str, y: np.ndarray, probs: np.ndarray, labels: list[str]) -> tuple[str, float, dict]:
-    """What picks the best checkpoint: val accuracy (multi-class) or val macro AUC."""
+def selection_score(task: str, y: np.ndarray, probs: np.ndarray, labels: list[str],
+                    metric: str = "val_macro_auc", val_loss: float = float("nan")) -> tuple[str, float, dict]:
+    """(metric, score, per-label AUCs); a higher score is better (the loss enters negated)."""
     aucs = per_label_auc(y, probs, labels)
     if task == "multiclass":
         return "val_accuracy", float(np.mean(y.argmax(1) == probs.argmax(1))), aucs
+    if metric == "val_loss":
+        return "val_loss", -val_loss, aucs
     return "val_macro_auc", macro(aucs), aucs
 
 
-class Phase:
-    """Two-phase fine-tuning (seed 003): frozen backbone + head lr, then everything at finetune lr."""
+@dataclass
+class _Trackers:
+    best: BestTracker
+    stop: BestTracker
+    start: int = 1
 
-    def __init__(self, model: nn.Module, cfg: ExperimentConfig):
-        self.model, self.cfg = model, cfg
-        self.frozen_until = cfg.train.freeze_epochs
 
-    def of(self, epoch: int) -> int:
-        return 1 if epoch <= self.frozen_until else 2
+def _restore(run: RunFolder, model: nn.Module, phases: Phase, t: Any, opt: Any, sched: Any) -> tuple:
+    """Load ``last_state.pt``: model, optimiser, scheduler, RNG, trackers; the epoch to start at."""
+    state = run.load_state()
+    if state is None:
+        return opt, sched, _Trackers(BestTracker(t.early_stop), BestTracker(t.early_stop))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise CxrlabError(f"{run.checkpoints / 'last_state.pt'}: the saved state does not match this model "
+                          "(architecture or labels changed?); start a new run instead of --resume") from None
+    opt, sched = phases.setup(state["epoch"] + 1)
+    if phases.of(state["epoch"]) == phases.of(state["epoch"] + 1):
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    run.truncate_metrics(state["epoch"])
+    return opt, sched, _Trackers(BestTracker(t.early_stop, state["best_score"], state["best_epoch"]),
+                                 BestTracker(t.early_stop, state["stop_best"], state["stop_epoch"]),
+                                 start=state["epoch"] + 1)
 
-    def setup(self, epoch: int) -> tuple[torch.optim.Optimizer, Any]:
-        t = self.cfg.train
-        if self.frozen_until == 0:
-            params = list(self.model.parameters())
-            opt = _optimizer(params, self.cfg, t.lr)
-            return opt, _scheduler(opt, self.cfg, t.epochs)
-        head = {id(p) for p in head_parameters(self.model)}
-        frozen = self.of(epoch) == 1
-        for p in self.model.parameters():
-            p.requires_grad_(not frozen or id(p) in head)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        lr = t.head_lr if frozen else t.finetune_lr
-        opt = _optimizer(params, self.cfg, lr)
-        span = self.frozen_until if frozen else t.epochs - self.frozen_until
-        return opt, _scheduler(opt, self.cfg, span)
+
+def _augmenter(cfg: ExperimentConfig) -> Augment | None:
+    a = cfg.train.augment
+    return (Augment(hflip=a.hflip, rotate_deg=a.rotate_deg, zoom=a.zoom, shift=a.shift, brightness=a.brightness,
+                    contrast=a.contrast, crop_scale=a.crop_scale) if a.enabled else None)
+
+
+def _callbacks(run: RunFolder, model: nn.Module, cfg: ExperimentConfig, main: bool) -> list[Callback]:
+    if not main:
+        return []
+    return [MetricsLog(run), *([TensorBoard(run)] if cfg.train.tensorboard else []), Checkpoints(run, model)]
 
 
 def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
@@ -154,140 +144,132 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
     device = distributed.setup() or resolve_device(t.device)
     rank, world_size = distributed.world()
     main = rank == 0
-    cuda = device.type == "cuda"
     model.to(device)
-    if t.channels_last == "on" or (t.channels_last == "auto" and cuda):
+    if t.channels_last == "on" or (t.channels_last == "auto" and device.type == "cuda"):
         model.to(memory_format=torch.channels_last)
-    use_amp = t.amp == "bf16" or (t.amp == "auto" and cuda)
     phases = Phase(model, cfg)
     opt, sched = phases.setup(1)
-    start, tracker, stopper = 1, BestTracker(t.early_stop), BestTracker(t.early_stop)
-    if resume and (state := run.load_state()) is not None:
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError:
-            raise CxrlabError(f"{run.checkpoints / 'last_state.pt'}: the saved state does not match this model "
-                              "(architecture or labels changed?); start a new run instead of --resume") from None
-        opt, sched = phases.setup(state["epoch"] + 1)
-        if phases.of(state["epoch"]) == phases.of(state["epoch"] + 1):
-            opt.load_state_dict(state["optimizer"])
-            if sched is not None and state.get("scheduler") is not None:
-                sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["epoch"] + 1
-        tracker = BestTracker(t.early_stop, state["best_score"], state["best_epoch"])
-        stopper = BestTracker(t.early_stop, state["stop_best"], state["stop_epoch"])
-        run.truncate_metrics(state["epoch"])
-    elif not resume:
+    trackers = _Trackers(BestTracker(t.early_stop), BestTracker(t.early_stop))
+    if resume:
+        opt, sched, trackers = _restore(run, model, phases, t, opt, sched)
+        if main and trackers.start > 1:
+            say(f"resuming at epoch {trackers.start} of {t.epochs}")
+    else:
         run.truncate_metrics(0)
     history = run.read_metrics()
-    in_chans = cfg.model.in_chans
+    metric = selection_metric(cfg.task, val.targets.numpy())
     loss_fn = make_loss(t.loss, cfg.task, train.targets.numpy(), t.focal_alpha, t.focal_gamma, t.label_smoothing)
-    a = t.augment
-    aug = (Augment(hflip=a.hflip, rotate_deg=a.rotate_deg, zoom=a.zoom, shift=a.shift, brightness=a.brightness,
-                   contrast=a.contrast, crop_scale=a.crop_scale) if a.enabled else None)
-    def wrap() -> nn.Module:
-        m: nn.Module = model
-        if world_size > 1:  # (re)built after freezing changes: DDP syncs the parameters that train
-            from torch.nn.parallel import DistributedDataParallel
-
-            m = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-        return torch.compile(m) if t.compile else m
-
-    step_model = wrap()
-    n = len(train)
-    steps = (-(-n // world_size) + t.batch_size - 1) // t.batch_size
+    step = _Stepper(model, cfg, device, world_size, loss_fn, _augmenter(cfg))
     val_rows = np.arange(len(val))[rank::world_size]
-
-    board = _tensorboard(run) if (t.tensorboard and main) else None
+    validator = Predictor.for_model(model, cfg.task, cfg.model.in_chans, device=device, batch_size=2 * t.batch_size)
+    callbacks = _callbacks(run, model, cfg, main)
+    checkpoints = next((c for c in callbacks if isinstance(c, Checkpoints)), None)
     with make_progress(disable=not main) as bar:
-        for epoch in range(start, t.epochs + 1):
-            if stopper.should_stop(epoch):
+        for epoch in range(trackers.start, t.epochs + 1):
+            if trackers.stop.should_stop(epoch):
                 break
-            if epoch > 1 and phases.of(epoch) != phases.of(epoch - 1):
+            if phases.changes_at(epoch):
                 opt, sched = phases.setup(epoch)  # phase 2: unfreeze, new optimiser at finetune_lr
-                step_model = wrap()
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            order = distributed.shard(torch.randperm(n, generator=gen), t.batch_size)
-            targets = train.epoch_targets(cfg.seed * 100_003 + epoch)
-            step_model.train()
-            task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=steps, info="")
-            tic, seen, loss_sum = time.perf_counter(), 0, 0.0
-            opt.zero_grad(set_to_none=True)
-            for s in range(steps):
-                idx = order[s * t.batch_size:(s + 1) * t.batch_size]
-                xb, yb = train.batch(idx, targets)
-                x = to_float(xb.to(device, non_blocking=True), in_chans)
-                if aug is not None:
-                    x = augment(x, gen, aug)
-                if device.type == "cuda" and model_is_channels_last(model):
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = yb.to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = step_model(x)
-                loss = loss_fn(logits.float(), y)
-                (loss / t.accumulate).backward()
-                if (s + 1) % t.accumulate == 0 or s + 1 == steps:
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                seen += len(idx) * world_size
-                loss_sum += loss.item() * len(idx) * world_size
-                rate = seen / (time.perf_counter() - tic)
-                bar.update(task, advance=1, info=f"loss {loss_sum / seen:.4f}  {rate:.0f} img/s")
-            train_time = time.perf_counter() - tic
+                step.rewrap()
+            task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=step.steps(len(train)), info="")
+            train_loss, seen, train_time = step.epoch(train, opt, epoch, lambda info, k=task: bar.update(
+                k, advance=1, info=info))
 
-            local = predict_logits(model, val.images[val_rows], in_chans, device, batch_size=2 * t.batch_size)
+            local = validator.logits(val.images[val_rows])
             logits = torch.from_numpy(distributed.gather_rows(local.numpy(), val_rows, len(val)))
-            probs = activation(logits, cfg.task).numpy()
-            vt = val.targets.numpy()
             val_loss = float(loss_fn(logits, val.targets))
-            metric, score, aucs = selection_score(cfg.task, vt, probs, labels)
-            improved = tracker.update(epoch, score)
-            if improved and main:
-                run.save_weights(model, "best")
-            stopper.update(epoch, -val_loss if t.early_stop_on == "loss" else score)
+            name, score, aucs = selection_score(cfg.task, val.targets.numpy(), activation(logits, cfg.task).numpy(),
+                                                labels, metric, val_loss)
+            improved = trackers.best.update(epoch, score)
+            if improved and checkpoints is not None:
+                checkpoints.save_best()
+            trackers.stop.update(epoch, -val_loss if t.early_stop_on == "loss" else score)
             lr = opt.param_groups[0]["lr"]
-            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step(val_loss)
-            elif sched is not None:
-                sched.step()
-            row = {"epoch": epoch, "phase": phases.of(epoch), "train_loss": loss_sum / max(seen, 1),
-                   "val_loss": val_loss, "val_macro_auc": macro(aucs), "val_auc": aucs, metric: score,
-                   "selection": metric, "lr": lr, "img_per_s": seen / max(train_time, 1e-9), "best": improved}
+            step_scheduler(sched, val_loss)
+            row = {"epoch": epoch, "phase": phases.of(epoch), "train_loss": train_loss,
+                   "val_loss": val_loss, "val_macro_auc": macro(aucs), "val_auc": aucs,
+                   name: val_loss if name == "val_loss" else score, "selection": name, "lr": lr,
+                   "img_per_s": seen / max(train_time, 1e-9), "best": improved}
             history.append(row)
             if not main:
                 continue
             row["world_size"] = world_size
-            run.log_metrics(row)  # before the state: a crash in between replays this epoch
-            if board is not None:
-                for key in ("train_loss", "val_loss", "val_macro_auc", "lr", "img_per_s", metric):
-                    board.add_scalar(key, row[key], epoch)
-                for lab, v in aucs.items():
-                    board.add_scalar(f"val_auc/{lab}", v, epoch)
-                board.flush()
-            run.save_weights(model, "last")
-            run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict() if sched is not None else None,
-                            "torch_rng": torch.get_rng_state(), "best_score": tracker.best,
-                            "best_epoch": tracker.best_epoch, "stop_best": stopper.best,
-                            "stop_epoch": stopper.best_epoch})
-            bar.update(task, info=f"loss {row['train_loss']:.4f}  {metric} {score:.4f}"
-                                  f"{'  *best*' if improved else ''}")
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if board is not None:
-        board.close()
+
+            def state(epoch: int = epoch, opt: Any = opt, sched: Any = sched) -> dict[str, Any]:
+                return {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict() if sched is not None else None,
+                        "torch_rng": torch.get_rng_state(), "best_score": trackers.best.best,
+                        "best_epoch": trackers.best.best_epoch, "stop_best": trackers.stop.best,
+                        "stop_epoch": trackers.stop.best_epoch}
+
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, row, state)
+            shown = f"{name} {row[name]:.4f}"
+            bar.update(task, info=f"loss {train_loss:.4f}  {shown}{'  *best*' if improved else ''}")
+    phases.release()
+    for cb in callbacks:
+        cb.close()
     return history
 
 
-def _tensorboard(run: RunFolder) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise CxrlabError("train.tensorboard needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(log_dir=str(run.path / "tensorboard"))
+class _Stepper:
+    """One epoch of optimisation steps (shuffle, augment, bf16 autocast, accumulation, DDP/compile wrap)."""
+
+    def __init__(self, model: nn.Module, cfg: ExperimentConfig, device: torch.device, world_size: int,
+                 loss_fn: Any, aug: Augment | None):
+        self.model, self.cfg, self.device, self.world_size = model, cfg, device, world_size
+        self.loss_fn, self.aug = loss_fn, aug
+        t = cfg.train
+        self.use_amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
+        self.rewrap()
+
+    def rewrap(self) -> None:
+        """(Re)build the stepped module; after freezing changes DDP must see the trainable parameters."""
+        m: nn.Module = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            m = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                        else None)
+        self.wrapped = torch.compile(m) if self.cfg.train.compile else m
+
+    def steps(self, n: int) -> int:
+        bs = self.cfg.train.batch_size
+        return (-(-n // self.world_size) + bs - 1) // bs
+
+    def epoch(self, train: ArraySplit, opt: torch.optim.Optimizer, epoch: int,
+              report: Any) -> tuple[float, int, float]:
+        """Train one epoch; return (mean loss, images seen, seconds)."""
+        t, seed = self.cfg.train, self.cfg.seed
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = distributed.shard(torch.randperm(len(train), generator=gen), t.batch_size)
+        targets = train.epoch_targets(seed * 100_003 + epoch)
+        channels_last = self.device.type == "cuda" and _is_channels_last(self.model)
+        self.wrapped.train()
+        tic, seen, loss_sum = time.perf_counter(), 0, 0.0
+        steps = self.steps(len(train))
+        opt.zero_grad(set_to_none=True)
+        for s in range(steps):
+            idx = order[s * t.batch_size:(s + 1) * t.batch_size]
+            xb, yb = train.batch(idx, targets)
+            x = to_float(xb.to(self.device, non_blocking=True), self.cfg.model.in_chans)
+            if self.aug is not None:
+                x = augment(x, gen, self.aug)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                logits = self.wrapped(x)
+            loss = self.loss_fn(logits.float(), yb.to(self.device))
+            (loss / t.accumulate).backward()
+            if (s + 1) % t.accumulate == 0 or s + 1 == steps:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            seen += len(idx) * self.world_size
+            loss_sum += loss.item() * len(idx) * self.world_size
+            report(f"loss {loss_sum / seen:.4f}  {seen / (time.perf_counter() - tic):.0f} img/s")
+        return loss_sum / max(seen, 1), seen, time.perf_counter() - tic
 
 
-def model_is_channels_last(model: nn.Module) -> bool:
+def _is_channels_last(model: nn.Module) -> bool:
     w = next((p for p in model.parameters() if p.dim() == 4), None)
     return w is not None and w.is_contiguous(memory_format=torch.channels_last)

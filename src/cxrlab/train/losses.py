@@ -85,8 +85,3 @@ def make_loss(name: str, task: str, train_targets: np.ndarray | None = None, foc
 def task_loss(task: str) -> Loss:
     """The default loss of a task: masked BCE (multi-label, binary) or cross-entropy (multi-class)."""
     return onehot_cross_entropy if task == "multiclass" else masked_bce
-
-
-def activation(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Logits -> probabilities: softmax for multi-class, sigmoid otherwise."""
-    return torch.softmax(logits, dim=1) if task == "multiclass" else torch.sigmoid(logits)

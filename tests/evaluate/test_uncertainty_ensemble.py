@@ -5,7 +5,8 @@ import torch
 
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.ensemble import ensemble_tables, fuse_by
-from cxrlab.evaluate.uncertainty import mc_dropout_predict, uncertainty_summary
+from cxrlab.evaluate.uncertainty import uncertainty_summary
+from cxrlab.inference import Predictor
 from cxrlab.models import build_model
 from cxrlab.train.loop import predict
 
@@ -16,14 +17,14 @@ def test_mc_dropout_gives_spread_and_keeps_batchnorm_frozen():
     images = torch.randint(0, 255, (10, 32, 32), dtype=torch.uint8)
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = bn.running_mean.clone()
-    mean, std = mc_dropout_predict(model, images, passes=8)
+    mean, std = Predictor.for_model(model, "multilabel").mc_dropout(images, passes=8)
     assert mean.shape == std.shape == (10, 3)
     assert (std > 0).any() and ((mean >= 0) & (mean <= 1)).all()
     assert torch.equal(bn.running_mean, before)
-    again, _ = mc_dropout_predict(model, images, passes=8)
+    again, _ = Predictor.for_model(model, "multilabel").mc_dropout(images, passes=8)
     assert np.allclose(mean, again)  # seeded
     with pytest.raises(CxrlabError, match="no dropout layer"):
-        mc_dropout_predict(build_model("simple_cnn", 3, width=4, convs=1), images, passes=2)
+        Predictor.for_model(build_model("simple_cnn", 3, width=4, convs=1), "multilabel").mc_dropout(images, passes=2)
 
 
 def test_uncertainty_summary_splits_confident_and_uncertain():

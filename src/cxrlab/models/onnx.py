@@ -1,8 +1,9 @@
 """ONNX export of a run's model and an ONNX Runtime engine for CPU inference.
 
 The exported graph takes the normalised float input (B, C, S, S) that the
-PyTorch model takes and returns logits; preprocessing (decode, resize,
-normalise) stays in cxrlab and is shared by both engines, so they agree.
+PyTorch model takes and returns logits; preprocessing (decode, CLAHE,
+letterbox, resize, normalise) stays in cxrlab (:mod:`cxrlab.data.preprocess`,
+:class:`cxrlab.inference.Predictor`) and is shared by both engines, so they agree.
 """
 
 from __future__ import annotations
@@ -14,19 +15,13 @@ import numpy as np
 import torch
 
 from cxrlab.errors import CxrlabError
-from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write
 
 
-def export_onnx(run_dir: str | Path, out: str | Path | None = None, which: str = "best", opset: int = 17) -> Path:
-    """Write ``RUN/model.onnx`` (dynamic batch) from the run's ``which`` checkpoint."""
-    from cxrlab.experiment import model_from_run
-
-    run = RunFolder(run_dir)
-    model, info = model_from_run(run, which)
+def export_model(model: torch.nn.Module, in_chans: int, size: int, out: str | Path, opset: int = 17) -> Path:
+    """Write ``model`` (eval mode) as ONNX with a dynamic batch axis: ``image`` -> ``logits``."""
     model.eval()
-    out = Path(out) if out else run.path / "model.onnx"
-    x = torch.zeros(1, info["in_chans"], info["input_size"], info["input_size"])
+    x = torch.zeros(1, in_chans, size, size)
 
     def write(tmp: str) -> None:
         with warnings.catch_warnings():

@@ -3,7 +3,7 @@
 from cxrlab.config import load_config
 from cxrlab.data.phantom import LABELS
 from cxrlab.data.phantom_dataset import write_phantom
-from cxrlab.experiment import run_experiment
+from cxrlab.workflows import run_experiment
 
 
 def test_tiny_cnn_learns_the_phantom(tmp_path):

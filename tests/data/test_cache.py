@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlab.data.cache import Preprocess, RowView, cache_key, letterbox, prepare_cache, preprocess
+from cxrlab.data.cache import RowView, cache_key, prepare_cache
+from cxrlab.data.preprocess import Preprocess, letterbox, preprocess
 from cxrlab.data.transforms import Augment, augment, to_float
 from cxrlab.errors import CxrlabError
 

@@ -16,7 +16,7 @@ def config(root, runs, name):
     return {
         "name": name, "seed": 2, "runs_dir": str(runs),
         "data": {"source": "nih14", "root": str(root), "labels": list(LABELS), "image_size": 64, "workers": 1},
-        "model": {"name": "simple_cnn", "width": 8, "convs": 1},
+        "model": {"name": "simple_cnn", "options": {"width": 8, "convs": 1}},
         "train": {"epochs": 6, "batch_size": 8, "scheduler": "plateau"},
         "explain": {"enabled": False}, "evaluate": {"n_boot": 20},
     }
@@ -60,3 +60,30 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_phantom, tmp_path):
     sa = json.loads((tmp_path / "runs" / "full" / "summary.json").read_text())
     sb = json.loads((tmp_path / "runs" / "killed" / "summary.json").read_text())
     assert abs(sa["macro_auc"] - sb["macro_auc"]) < 1e-6
+
+
+def test_resume_killed_after_a_new_best_leaves_no_file_that_disagrees_with_best(tiny_phantom, tmp_path):
+    cfg = config(tiny_phantom, tmp_path / "runs", "r")
+    cfg["train"].update({"epochs": 2, "lr": 3e-3})
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli("train", "-c", str(tmp_path / "r.yaml")).wait(timeout=600) == 0
+    run = tmp_path / "runs" / "r"
+    assert cli("export", str(run)).wait(timeout=300) == 0
+    derived = ["predictions.csv", "predictions_val.csv", "evaluation.json", "summary.json", "report.html",
+               "model.onnx"]
+    assert all((run / f).is_file() for f in derived)
+
+    proc = cli("train", "-c", str(tmp_path / "r.yaml"), "--resume", "train.epochs=30")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(r["epoch"] > 2 and r["best"] for r in metrics(run / "metrics.jsonl")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the resumed run ended before a new best epoch"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = [f for f in derived if (run / f).exists()]
+    assert left == [], f"files derived from the earlier best weights survived: {left}"
+    info = json.loads((run / "model.json").read_text())
+    assert "not finished" in info["threshold_rule"]
+    assert (run / "checkpoints" / "best.safetensors").is_file()

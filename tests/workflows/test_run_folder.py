@@ -8,12 +8,14 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from conftest import run_cli
 from cxrlab.config import load_config
 from cxrlab.data.phantom import LABELS
 from cxrlab.errors import CxrlabError
-from cxrlab.experiment import model_from_run, run_experiment
 from cxrlab.models import build_model
 from cxrlab.run import RunFolder
+from cxrlab.workflows import export_onnx, predict_images, run_experiment
+from cxrlab.workflows.common import open_model
 
 
 def tiny_config(root, runs, **over):
@@ -21,7 +23,7 @@ def tiny_config(root, runs, **over):
         "name": "tiny", "seed": 1, "runs_dir": str(runs),
         "data": {"source": "nih14", "root": str(root), "labels": list(LABELS), "image_size": 32,
                  "val_fraction": 0.2, "workers": 1},
-        "model": {"name": "simple_cnn", "width": 4, "convs": 1},
+        "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
         "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
         "explain": {"max_images": 10, "random_draws": 2, "figures": 4},
     }
@@ -69,8 +71,8 @@ def test_run_folder_holds_every_artifact(tiny_run):
 
 def test_model_rebuilds_from_run_folder_and_mismatch_is_a_clear_error(tiny_run):
     run, _, _ = tiny_run
-    model, info = model_from_run(run)
-    assert info["num_classes"] == len(LABELS)
+    rec = open_model(run).record
+    assert rec.labels == list(LABELS)
     wrong = build_model("simple_cnn", 3, width=4, convs=1)
     with pytest.raises(CxrlabError, match="does not match the model"):
         run.load_weights(wrong, "best")
@@ -80,6 +82,8 @@ def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tiny_phantom,
     full = run_experiment(tiny_config(tiny_phantom, tmp_path / "a", **{"train.epochs": 3}))
     # "crash" after epoch 2: run 2 epochs, then resume the same run with epochs=3
     run_experiment(tiny_config(tiny_phantom, tmp_path / "b", **{"train.epochs": 2}))
+    with pytest.raises(CxrlabError, match="exists; use --resume"):
+        run_experiment(tiny_config(tiny_phantom, tmp_path / "b", **{"train.epochs": 3}))
     resumed = run_experiment(tiny_config(tiny_phantom, tmp_path / "b", **{"train.epochs": 3}), resume=True)
     a = [json.loads(x) for x in (tmp_path / "a/tiny/metrics.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "b/tiny/metrics.jsonl").read_text().splitlines()]
@@ -98,32 +102,26 @@ def test_empty_root_and_unknown_source_are_one_line_errors(tmp_path):
 
 
 def test_evaluate_and_compare_cli_on_two_runs(tiny_run, tiny_phantom):
-    import subprocess
-    import sys
-
     run, _, _ = tiny_run
-    other = tiny_config(tiny_phantom, run.path.parent, **{"name": "tiny_wide", "model.width": 6,
+    other = tiny_config(tiny_phantom, run.path.parent, **{"name": "tiny_wide", "model.options.width": 6,
                                                           "explain.enabled": False})
     run_experiment(other)
-    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
     ev_json = run.path / "ev.json"
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "evaluate", str(run.path), "--n-boot", "50",
-                        "--json", str(ev_json)], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_cli("evaluate", str(run.path), "--n-boot", "50",
+                        "--json", str(ev_json))
+    assert r.exit_code == 0, r.output
     ev = json.loads(ev_json.read_text())
     assert set(ev["per_label"]) == set(LABELS) and ev["n_boot"] == 50
     cmp_json = run.path / "cmp.json"
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "compare", str(run.path), str(run.path.parent / "tiny_wide"),
-                        "--n-boot", "50", "--json", str(cmp_json)], capture_output=True, text=True, env=env,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_cli("compare", str(run.path), str(run.path.parent / "tiny_wide"),
+                        "--n-boot", "50", "--json", str(cmp_json))
+    assert r.exit_code == 0, r.output
     c = json.loads(cmp_json.read_text())
     assert set(c["per_label"]) == set(LABELS)
     assert all(0 <= d["p"] <= 1 and d["p_holm"] >= d["p"] for d in c["per_label"].values() if d["p"] == d["p"])
     assert "Holm" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "compare", str(run.path), str(run.path.parent / "nope")],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 2 and "not a finished cxrlab run" in r.stderr
+    r = run_cli("compare", str(run.path), str(run.path.parent / "nope"))
+    assert r.exit_code == 2 and "not a finished cxrlab run" in r.stderr
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "saliency"])
@@ -134,7 +132,7 @@ def test_explain_methods_give_maps_at_input_size(tiny_run, method):
     from cxrlab.models import cam_layer
 
     run, _, _ = tiny_run
-    model, info = model_from_run(run)
+    model = open_model(run).model
     model.train()
     x = torch.randn(3, 1, 32, 32)
     maps = attribute(model, cam_layer(model), x, [0, 2, 5], method)
@@ -143,52 +141,41 @@ def test_explain_methods_give_maps_at_input_size(tiny_run, method):
 
 
 def test_explain_and_localize_cli(tiny_run, tiny_phantom, tmp_path):
-    import subprocess
-    import sys
-
     run, _, _ = tiny_run
-    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
     img = sorted((tiny_phantom / "images").glob("*.png"))[0]
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "explain", str(run.path), "-i", str(img), "--method",
-                        "gradcam++", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_cli("explain", str(run.path), "-i", str(img), "--method",
+                        "gradcam++", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
     assert (tmp_path / f"{img.stem}_gradcam++.png").stat().st_size > 1000
     out = tmp_path / "loc.json"
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "localize", str(run.path), "--boxes",
-                        str(tiny_phantom / "BBox_List_2017.csv"), "--json", str(out)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_cli("localize", str(run.path), "--boxes",
+                        str(tiny_phantom / "BBox_List_2017.csv"), "--json", str(out))
+    assert r.exit_code == 0, r.output
     loc = json.loads(out.read_text())
     assert loc["cases"] > 0 and set(loc["per_class"]) <= set(LABELS)
     assert "Localisation (gradcam, cxrlab localize)" in (run.path / "report.html").read_text()
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "explain", str(run.path), "-i", str(img), "--labels",
-                        "Hernia"], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 2 and "not among the model's labels" in r.stderr
+    r = run_cli("explain", str(run.path), "-i", str(img), "--labels",
+                        "Hernia")
+    assert r.exit_code == 2 and "not among the model's labels" in r.stderr
 
 
 def test_uncertainty_and_ensemble_cli(tiny_phantom, tmp_path):
-    import subprocess
-    import sys
-
     run_experiment(tiny_config(tiny_phantom, tmp_path, **{"name": "drop", "model.dropout": 0.3,
                                                            "explain.enabled": False}))
     run_experiment(tiny_config(tiny_phantom, tmp_path, **{"name": "drop2", "model.dropout": 0.3,
-                                                           "model.width": 6, "explain.enabled": False}))
-    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "uncertainty", str(tmp_path / "drop"), "--passes", "5"],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+                                                           "model.options.width": 6, "explain.enabled": False}))
+    r = run_cli("uncertainty", str(tmp_path / "drop"), "--passes", "5")
+    assert r.exit_code == 0, r.output
     u = json.loads((tmp_path / "drop" / "uncertainty.json").read_text())
     assert u["passes"] == 5 and set(u["per_label"]) == set(LABELS)
     assert (tmp_path / "drop" / "figures" / "mc_dropout_std.png").is_file()
     html = (tmp_path / "drop" / "report.html").read_text()
     assert "Uncertainty (MC dropout)" in html and "figures/mc_dropout_std.png" in html
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "ensemble", str(tmp_path / "drop"), str(tmp_path / "drop2"),
-                        "--out", str(tmp_path / "ens")], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "evaluate", str(tmp_path / "ens"), "--n-boot", "20"],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_cli("ensemble", str(tmp_path / "drop"), str(tmp_path / "drop2"),
+                        "--out", str(tmp_path / "ens"))
+    assert r.exit_code == 0, r.output
+    r = run_cli("evaluate", str(tmp_path / "ens"), "--n-boot", "20")
+    assert r.exit_code == 0, r.output
     a = pd.read_csv(tmp_path / "drop" / "predictions.csv")
     b = pd.read_csv(tmp_path / "drop2" / "predictions.csv")
     e = pd.read_csv(tmp_path / "ens" / "predictions.csv")
@@ -196,12 +183,6 @@ def test_uncertainty_and_ensemble_cli(tiny_phantom, tmp_path):
 
 
 def test_thresholds_from_validation_predict_and_onnx_parity(tiny_run, tiny_phantom, tmp_path):
-    import subprocess
-    import sys
-
-    from cxrlab.serve.onnx import export_onnx
-    from cxrlab.serve.predict import predict_images
-
     run, summary, _ = tiny_run
     info = json.loads((run.path / "model.json").read_text())
     ev = json.loads((run.path / "evaluation.json").read_text())
@@ -215,21 +196,19 @@ def test_thresholds_from_validation_predict_and_onnx_parity(tiny_run, tiny_phant
     cols = [f"prob_{k}" for k in LABELS]
     assert np.allclose(torch_out[cols].to_numpy(), onnx_out[cols].to_numpy(), atol=1e-5)
     assert (torch_out["prediction"] == onnx_out["prediction"]).all()
-    env = {**__import__("os").environ, "CXRLAB_QUIET": "1"}
     out = tmp_path / "pred.csv"
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "predict", str(run.path), "-i", str(imgs[0]), "-i",
-                        str(imgs[1]), "--csv", str(out)], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_cli("predict", str(run.path), "-i", str(imgs[0]), "-i",
+                        str(imgs[1]), "--csv", str(out))
+    assert r.exit_code == 0, r.output
     assert len(pd.read_csv(out)) == 2
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
-    r = subprocess.run([sys.executable, "-m", "cxrlab", "predict", str(run.path), "-i", str(bad)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("predict", str(run.path), "-i", str(bad))
+    assert r.exit_code == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_resume_with_another_architecture_is_a_clear_error(tiny_phantom, tmp_path):
     run_experiment(tiny_config(tiny_phantom, tmp_path, **{"train.epochs": 1, "explain.enabled": False}))
     with pytest.raises(CxrlabError, match="does not match this model"):
-        run_experiment(tiny_config(tiny_phantom, tmp_path, **{"train.epochs": 2, "model.width": 6,
+        run_experiment(tiny_config(tiny_phantom, tmp_path, **{"train.epochs": 2, "model.options.width": 6,
                                                                 "explain.enabled": False}), resume=True)

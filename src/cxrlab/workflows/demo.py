@@ -13,8 +13,8 @@ from typing import Any
 from cxrlab.config import load_config
 from cxrlab.data.phantom import LABELS
 from cxrlab.data.phantom_dataset import write_phantom
-from cxrlab.experiment import run_experiment
 from cxrlab.runio import atomic_write_json
+from cxrlab.workflows.experiment import run_experiment
 
 #: The demo's recipe; ``cxrlab demo key=value`` overrides any of it.
 DEMO_RECIPE: dict[str, Any] = {
@@ -22,7 +22,7 @@ DEMO_RECIPE: dict[str, Any] = {
     "seed": 0,
     "task": "multilabel",
     "data": {"source": "nih14", "labels": list(LABELS), "image_size": 128, "val_fraction": 0.15},
-    "model": {"name": "simple_cnn", "width": 24, "convs": 1, "in_chans": 1},
+    "model": {"name": "simple_cnn", "options": {"width": 24, "convs": 1}, "in_chans": 1},
     "train": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4,
               "scheduler": "cosine", "early_stop": 10,
               "augment": {"rotate_deg": 5, "zoom": 0.06, "shift": 0.04, "brightness": 0.1, "contrast": 0.1}},
@@ -41,7 +41,7 @@ def run_demo(out: str | Path = "cxrlab-demo", n: int = 2400, size: int = 256, se
     cfg = load_config(None, overrides=overrides, base=base)  # a bad override fails before any work
     if not (data / "phantom.json").is_file() or not _same_phantom(data, n, size, seed):
         write_phantom(data, n=n, size=size, seed=seed)
-    summary = run_experiment(cfg)
+    summary = run_experiment(cfg, overwrite=True)  # the demo owns its run folder
     summary["wall_seconds"] = time.perf_counter() - tic
     summary["report"] = str(Path(cfg.runs_dir) / cfg.name / "report.html")
     atomic_write_json(out / "summary.json", summary)

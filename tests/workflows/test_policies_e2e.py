@@ -9,7 +9,7 @@ import pytest
 from cxrlab.config import load_config
 from cxrlab.data.phantom import LABELS
 from cxrlab.data.sources import load_source
-from cxrlab.experiment import run_experiment
+from cxrlab.workflows import run_experiment
 
 
 @pytest.fixture(scope="module")

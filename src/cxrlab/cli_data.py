@@ -1,0 +1,88 @@
+"""``cxrlab data ...``: inspect datasets (sources, summary, check) before training on them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets: summary, check, sources.")
+
+SourceOpt = Annotated[str, typer.Option("--source", "-s", help="Source name (cxrlab data sources).")]
+RootOpt = Annotated[Path, typer.Option("--root", "-r", help="Dataset folder (or file for csv/npz).")]
+LabelsOpt = Annotated[str | None, typer.Option(help="Comma-separated labels (default: the source's).")]
+OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Source option key=value (repeatable).")]
+
+
+def _manifest(source: str, root: Path, labels: str | None, option: list[str] | None, seed: int = 0):
+    from cxrlab.config import parse_overrides
+    from cxrlab.data.sources import load_source
+
+    opts = parse_overrides(option or [])
+    labs = [x.strip() for x in labels.split(",")] if labels else None
+    return load_source(source, str(root), labels=labs, options=opts, seed=seed)
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """List the dataset layouts cxrlab reads."""
+    from cxrlab.data.sources import _SOURCES
+
+    for name, fn in sorted(_SOURCES.items()):
+        doc = (sys.modules[fn.__module__].__doc__ or "").strip().splitlines()
+        console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
+
+
+@data_app.command("summary")
+def data_summary(source: SourceOpt, root: RootOpt, labels: LabelsOpt = None, option: OptionOpt = None,
+                 json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON.")] = None,
+                 seed: Annotated[int, typer.Option(help="Seed for splits made by cxrlab.")] = 0) -> None:
+    """Class distribution per split, images, patients and patient overlap (like seed 001's Table 1)."""
+    from cxrlab.data.summary import summarize
+    from cxrlab.runio import atomic_write_json
+
+    s = summarize(_manifest(source, root, labels, option, seed))
+    t = Table(title=f"{source} at {root}  ({s['images']} images, {s['patients']} patients)")
+    t.add_column("label")
+    for sp in ("train", "val", "test"):
+        t.add_column(sp, justify="right")
+    for lab in s["labels"]:
+        cells = []
+        for sp in ("train", "val", "test"):
+            d = s["splits"][sp]
+            unc = d["uncertain"][lab]
+            cells.append(f"{d['positive'][lab]}" + (f" (+{unc} unc.)" if unc else ""))
+        t.add_row(lab, *cells)
+    t.add_section()
+    t.add_row("images", *[str(s["splits"][sp]["images"]) for sp in ("train", "val", "test")])
+    t.add_row("patients", *[str(s["splits"][sp]["patients"]) for sp in ("train", "val", "test")])
+    console.print(t)
+    console.print("patient overlap between splits: " + ", ".join(f"{k} {v}" for k, v in s["patient_overlap"].items()))
+    if json_out:
+        atomic_write_json(json_out, s)
+        console.print(f"wrote {json_out}")
+
+
+@data_app.command("check")
+def data_check(source: SourceOpt, root: RootOpt, labels: LabelsOpt = None, option: OptionOpt = None,
+               workers: Annotated[int, typer.Option(help="Processes (0 = all cores).")] = 0) -> None:
+    """Decode every image; list all unreadable, truncated, empty or wrongly-shaped files (exit 1 if any)."""
+    from cxrlab.data.check import check_images
+
+    m = _manifest(source, root, labels, option)
+    problems = check_images(m.paths(m.frame), workers)
+    for p in problems:
+        err_console.print(p, highlight=False, soft_wrap=True)
+    if problems:
+        err_console.print(f"[red]{len(problems)} of {len(m.frame)} images have problems[/red]")
+        raise typer.Exit(1)
+    console.print(f"all {len(m.frame)} images read fine")
+
+

@@ -1,0 +1,189 @@
+"""The preprocessing contract: one owner of the pixels a model sees, and of box geometry.
+
+Every path that feeds a model (the training cache, evaluation, predict,
+explain, localize, ONNX, the server) turns a file into model input with
+:func:`load_image`, and every path that maps boxes between the original
+image and the model input uses :class:`Geometry`.  The settings travel with
+the model: :meth:`Preprocess.to_record` is written into ``model.json`` and
+:meth:`Preprocess.from_record` rebuilds them, as timm's ``pretrained_cfg``
+travels with a timm model.  A run folder copied alone therefore predicts on
+exactly the pixels it was trained on.
+
+Order of operations (full precision until the final resize)::
+
+    decode (read_gray) -> letterbox (pad to square, optional)
+      -> CLAHE on 8 bits at full resolution (optional) -> area resize to S x S, uint8
+
+Normalisation to the network's float input (``(x / 255 - mean) / std``,
+channels expanded) is the last step, done on the batch by
+:func:`cxrlab.data.transforms.to_float` with the ``mean``/``std`` stored here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cxrlab.data.io import DEFAULT_MAX_PIXELS, read_gray, to_uint8_resized
+from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD
+from cxrlab.errors import CxrlabError
+from cxrlab.progress import progress
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]  # x, y, w, h
+
+#: Version of the record written to model.json (bump when the meaning of a field changes).
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything that decides the model's input pixels."""
+
+    size: int = 224
+    resize: str = "squash"  # squash | letterbox
+    clahe: bool = False
+    clahe_clip: float = 2.0
+    clahe_tiles: int = 8
+    mean: float = GRAY_MEAN
+    std: float = GRAY_STD
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Refuse images larger than this (decompression bombs, corrupt headers); not a pixel setting."""
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("squash", "letterbox"):
+            raise CxrlabError(f"preprocess: resize must be squash or letterbox, got {self.resize!r}")
+        if self.size < 8:
+            raise CxrlabError(f"preprocess: size must be >= 8, got {self.size}")
+
+    def key(self) -> dict[str, Any]:
+        """What changes cached pixels (the cache folder's hash input; unchanged since cache v1)."""
+        return {"size": self.size, "resize": self.resize, "clahe": self.clahe,
+                "clahe_clip": self.clahe_clip if self.clahe else None,
+                "clahe_tiles": self.clahe_tiles if self.clahe else None}
+
+    def to_record(self) -> dict[str, Any]:
+        """The block stored as ``model.json["preprocess"]``."""
+        rec = asdict(self)
+        rec.pop("max_pixels")
+        return {"version": RECORD_VERSION, **rec, "interpolation": "area", "order":
+                "decode > letterbox > clahe > resize > uint8 > (x/255 - mean)/std"}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Preprocess:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in rec.items() if k in names})
+
+
+def preprocess_of_model_record(info: dict[str, Any], origin: str = "model.json") -> Preprocess:
+    """The contract of a saved model; older records (no ``preprocess`` block) get the old behaviour.
+
+    Runs written before the contract existed were always evaluated with a plain
+    squash resize and no CLAHE at inference; that is what they keep, with a
+    warning, since their training settings are not recorded in ``model.json``.
+    """
+    rec = info.get("preprocess")
+    if rec is not None:
+        return Preprocess.from_record(rec)
+    norm = info.get("normalization", {})
+    log.warning("%s has no preprocessing record (written by cxrlab < 0.2): assuming a squash resize to "
+                "%s px without CLAHE; if the run was trained with CLAHE or letterbox its predictions "
+                "here will differ from training", origin, info["input_size"])
+    return Preprocess(size=int(info["input_size"]), mean=norm.get("mean", GRAY_MEAN), std=norm.get("std", GRAY_STD))
+
+
+def letterbox(img: np.ndarray) -> np.ndarray:
+    """Pad to a square with the image's minimum value, centred (keeps the aspect ratio)."""
+    h, w = img.shape
+    s = max(h, w)
+    out = np.full((s, s), img.min(), dtype=img.dtype)
+    y0, x0 = (s - h) // 2, (s - w) // 2
+    out[y0:y0 + h, x0:x0 + w] = img
+    return out
+
+
+def apply_clahe(img_u8: np.ndarray, clip: float, tiles: int) -> np.ndarray:
+    return cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(img_u8)
+
+
+def full_range_u8(img: np.ndarray) -> np.ndarray:
+    """Min-max scale to uint8 at full resolution (only where CLAHE needs 8 bits)."""
+    if img.dtype == np.uint8:
+        return img
+    f = img.astype(np.float32)
+    lo, hi = float(f.min()), float(f.max())
+    return np.zeros(f.shape, np.uint8) if hi <= lo else np.round((f - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def preprocess(img: np.ndarray, p: Preprocess) -> np.ndarray:
+    """Full-precision decoded image -> (S, S) uint8, the model's input before normalisation."""
+    if p.resize == "letterbox":
+        img = letterbox(img)
+    if p.clahe:
+        img = apply_clahe(full_range_u8(img), p.clahe_clip, p.clahe_tiles)
+    return to_uint8_resized(img, p.size)
+
+
+def load_image(path: str | Path, p: Preprocess) -> np.ndarray:
+    """Decode one file (PNG/JPEG/DICOM, judged by content) and preprocess it."""
+    return preprocess(read_gray(path, max_pixels=p.max_pixels), p)
+
+
+def _load_job(args: tuple[str, Preprocess]) -> np.ndarray:
+    return load_image(*args)
+
+
+def load_images(paths: list[Path], p: Preprocess, workers: int = 0, desc: str = "decode") -> np.ndarray:
+    """:func:`load_image` for many files into one (N, S, S) uint8 array; errors name the file."""
+    out = np.empty((len(paths), p.size, p.size), dtype=np.uint8)
+    jobs = [(str(x), p) for x in paths]
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(paths) >= 256:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for i, img in enumerate(progress(pool.map(_load_job, jobs, chunksize=64), total=len(jobs), desc=desc)):
+                out[i] = img
+    else:
+        for i, job in enumerate(progress(jobs, desc=desc)):
+            out[i] = _load_job(job)
+    return out
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Box mapping between an original image of ``width`` x ``height`` and the model input.
+
+    Squash scales x and y separately; letterbox pads the short side (centred,
+    integer padding as :func:`letterbox` does) and scales both axes alike.
+    """
+
+    width: int
+    height: int
+    p: Preprocess
+
+    def _affine(self) -> tuple[float, float, float, float]:
+        """(kx, ky, x0, y0): original = model * k - offset, model = (original + offset) / k."""
+        s = self.p.size
+        if self.p.resize == "letterbox":
+            side = max(self.width, self.height)
+            return side / s, side / s, float((side - self.width) // 2), float((side - self.height) // 2)
+        return self.width / s, self.height / s, 0.0, 0.0
+
+    def to_model(self, b: Box) -> Box:
+        kx, ky, x0, y0 = self._affine()
+        return ((b[0] + x0) / kx, (b[1] + y0) / ky, b[2] / kx, b[3] / ky)
+
+    def to_original(self, b: Box) -> Box:
+        kx, ky, x0, y0 = self._affine()
+        return (b[0] * kx - x0, b[1] * ky - y0, b[2] * kx, b[3] * ky)
+
+    def image_in_model(self) -> Box:
+        """Where the original image lies in model coordinates (all of it for squash)."""
+        return self.to_model((0.0, 0.0, float(self.width), float(self.height)))

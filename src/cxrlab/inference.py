@@ -1,0 +1,146 @@
+"""The one inference path: uint8 images -> model input -> logits -> probabilities.
+
+Training-time validation and test, predict (torch and ONNX Runtime), explain,
+localize, MC dropout and the server all run a model through :class:`Predictor`,
+so the tensor a model sees is built in one place (:meth:`Predictor.inputs`),
+from the normalisation of the preprocessing contract
+(:class:`cxrlab.data.preprocess.Preprocess`).  Test-time augmentation (mirror)
+and Monte-Carlo dropout are options of this path, not copies of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxrlab.data.preprocess import Preprocess
+from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD, to_float
+from cxrlab.errors import CxrlabError
+from cxrlab.models.registry import penultimate
+from cxrlab.models.task import activation
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _as_tensor(images: Any) -> torch.Tensor:
+    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+
+
+@dataclass
+class Predictor:
+    """Runs a model (an ``nn.Module`` or any float-input forward, e.g. ONNX Runtime) on uint8 images.
+
+    Args:
+        forward: normalised float (B, C, S, S) -> logits (B, L).
+        task: ``multilabel`` | ``binary`` | ``multiclass`` (picks sigmoid or softmax).
+        model: the ``nn.Module`` behind ``forward`` when there is one (eval mode, MC dropout).
+    """
+
+    forward: Forward
+    task: str
+    in_chans: int = 1
+    mean: float = GRAY_MEAN
+    std: float = GRAY_STD
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 64
+    model: nn.Module | None = None
+
+    @classmethod
+    def for_model(cls, model: nn.Module, task: str, in_chans: int = 1, pre: Preprocess | None = None,
+                  device: torch.device | str = "cpu", batch_size: int = 64) -> Predictor:
+        pre = pre or Preprocess()
+        return cls(forward=model, task=task, in_chans=in_chans, mean=pre.mean, std=pre.std,
+                   device=torch.device(device), batch_size=batch_size, model=model)
+
+    def inputs(self, images_u8: Any) -> torch.Tensor:
+        """The exact float tensor the model is fed for uint8 images (B, S, S), on the device."""
+        return to_float(_as_tensor(images_u8).to(self.device), self.in_chans, self.mean, self.std)
+
+    @torch.no_grad()
+    def logits(self, images_u8: Any, mirror: bool = False) -> torch.Tensor:
+        """Logits (N, L) on the CPU for uint8 images (array, cache rows or tensor), in batches."""
+        if self.model is not None:
+            self.model.eval()
+        out = []
+        for i in range(0, len(images_u8), self.batch_size):
+            x = self.inputs(images_u8[i:i + self.batch_size])
+            if mirror:
+                x = x.flip(-1)
+            out.append(self.forward(x.contiguous() if mirror else x).float().cpu())
+        if not out:
+            raise CxrlabError("no images to predict")
+        return torch.cat(out)
+
+    def probabilities(self, images_u8: Any, tta: bool = False) -> np.ndarray:
+        """Probabilities (N, L); with ``tta`` averaged with those of the mirrored images."""
+        probs = activation(self.logits(images_u8), self.task)
+        if tta:
+            probs = (probs + activation(self.logits(images_u8, mirror=True), self.task)) / 2
+        return probs.numpy()
+
+    @torch.no_grad()
+    def features(self, images_u8: Any) -> np.ndarray:
+        """Penultimate features (N, D) for uint8 images, from the model's input as :meth:`inputs` makes it.
+
+        Needs the PyTorch model (an exported ONNX graph returns logits only).
+        """
+        model = self.model
+        if model is None:
+            raise CxrlabError("penultimate features need the PyTorch model (not an exported ONNX graph)")
+        model.eval()
+        out = [penultimate(model, self.inputs(images_u8[i:i + self.batch_size])).float().cpu()
+               for i in range(0, len(images_u8), self.batch_size)]
+        if not out:
+            raise CxrlabError("no images to compute features of")
+        return torch.cat(out).numpy()
+
+    def mc_dropout(self, images_u8: Any, passes: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (N, L) of the probabilities over ``passes`` passes with dropout active.
+
+        BatchNorm stays in eval mode; the global torch RNG is restored afterwards.
+        """
+        model = self.model
+        if model is None:
+            raise CxrlabError("MC dropout needs the PyTorch model (not an exported ONNX graph)")
+        was_training = model.training
+        if enable_dropout(model) == 0:
+            model.train(was_training)
+            raise CxrlabError("the model has no dropout layer: train it with model.dropout > 0 for MC dropout")
+        state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        means, stds = [], []
+        try:
+            with torch.no_grad():
+                for i in range(0, len(images_u8), self.batch_size):
+                    x = self.inputs(images_u8[i:i + self.batch_size])
+                    runs = torch.stack([activation(self.forward(x).float(), self.task).cpu() for _ in range(passes)])
+                    means.append(runs.mean(0))
+                    stds.append(runs.std(0, unbiased=passes > 1))
+        finally:
+            torch.set_rng_state(state)
+            model.train(was_training)
+        return torch.cat(means).numpy(), torch.cat(stds).numpy()
+
+
+def enable_dropout(model: nn.Module) -> int:
+    """Eval mode everywhere except dropout layers; return the number with a non-zero rate."""
+    model.eval()
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout1d | nn.AlphaDropout):
+            m.train()
+            n += m.p > 0
+    return n
+
+
+def decide(probs: np.ndarray, labels: list[str], task: str, thresholds: dict[str, float]) -> list[str]:
+    """The decision per image: the argmax class, or the ``|``-joined labels at or above threshold."""
+    if task == "multiclass":
+        return [labels[k] for k in probs.argmax(1)]
+    thr = np.array([thresholds.get(lab, 0.5) for lab in labels])
+    return ["|".join(lab for lab, hit in zip(labels, row >= thr, strict=True) if hit) or "none" for row in probs]

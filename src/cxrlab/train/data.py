@@ -1,0 +1,35 @@
+"""A training split as arrays: uint8 images (in memory or rows of the cache) and float targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cxrlab.data.cache import RowView
+
+
+@dataclass
+class ArraySplit:
+    images: np.ndarray | RowView  # uint8 (N, S, S): an array, or rows of the memory-mapped cache
+    targets: torch.Tensor  # float32 (N, L); NaN = ignore
+    redraw: Callable[[np.random.Generator], np.ndarray] | None = None
+    """Per-epoch targets (random-flip policy); ``None`` keeps ``targets``."""
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and targets of rows ``idx`` (read in row order: sequential memmap access)."""
+        rows = np.sort(idx.numpy())
+        return torch.from_numpy(np.ascontiguousarray(self.images[rows])), targets[torch.from_numpy(rows)]
+
+    def numpy(self) -> np.ndarray:
+        return self.images.numpy() if isinstance(self.images, RowView) else np.asarray(self.images)
+
+    def epoch_targets(self, epoch_seed: int) -> torch.Tensor:
+        if self.redraw is None:
+            return self.targets
+        return torch.from_numpy(self.redraw(np.random.default_rng(epoch_seed)))

@@ -1,0 +1,257 @@
+"""One experiment end to end: data -> train -> test -> evaluate -> localise -> report.
+
+The Python API behind ``cxrlab train``; the demo and studies call it too.
+:func:`run_experiment` reads as the list of its steps; each step is a
+function below.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrlab.config import ExperimentConfig
+from cxrlab.data.cache import ImageCache, RowView, cache_key, prepare_cache
+from cxrlab.data.labels import LabelPlan, apply_policy, relabel_uncertain
+from cxrlab.data.labels import redraw as label_redraw
+from cxrlab.data.manifest import Manifest
+from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.evaluate import evaluate_tables
+from cxrlab.evaluate.metrics import macro, per_label_auc
+from cxrlab.explain.localize import localize
+from cxrlab.inference import Predictor
+from cxrlab.models import build_model, cam_layer
+from cxrlab.progress import say
+from cxrlab.report.run_report import render_report, write_run_figures
+from cxrlab.run import ModelRecord, RunFolder, prediction_table, prob_columns
+from cxrlab.train import distributed
+from cxrlab.train.loop import ArraySplit, fit, resolve_device
+from cxrlab.workflows.common import build_manifest, geometries, preprocess_of
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # for third-party code that uses the global RNG
+
+
+def run_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train and evaluate ``cfg`` into ``runs_dir/name``; return the summary (also in summary.json).
+
+    Args:
+        resume: continue from the run's last completed epoch.
+        overwrite: delete an existing run of the same name first.
+
+    Raises:
+        CxrlabError: the run exists and neither ``resume`` nor ``overwrite`` is set; bad data; etc.
+    """
+    tic = time.perf_counter()
+    resolve_device(cfg.train.device)  # a wrong device fails before any work
+    seed_everything(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    manifest = build_manifest(cfg)
+    if manifest.task != cfg.task:
+        log.info("task %s (from source %s) replaces config task %s", manifest.task, cfg.data.source, cfg.task)
+        cfg = cfg.model_copy(update={"task": manifest.task})
+    run = open_run_folder(cfg, resume, overwrite)
+    data = load_data(cfg, manifest, run, resume)
+    model = train_model(cfg, data, run, resume)
+    if not distributed.is_main():  # rank 0 tests, explains and reports
+        return {}
+    return finish_run(cfg, run, model, data, manifest, tic)
+
+
+def open_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> RunFolder:
+    """Refuse to mix two trainings in one folder; invalidate what the new weights would contradict."""
+    run = RunFolder(Path(cfg.runs_dir) / cfg.name)
+    if not distributed.is_main():
+        return run
+    if resume and overwrite:
+        raise CxrlabError("--resume and --overwrite exclude each other")
+    if run.exists() and not (resume or overwrite):
+        raise CxrlabError(f"{run.path}: a run of this name exists; use --resume to continue it, --overwrite "
+                          "to replace it, or another name (name=...)")
+    if overwrite:
+        run.clear()
+    run.create()
+    removed = run.invalidate_derived()  # every file derived from earlier best weights goes together
+    if removed and resume:
+        log.info("resume: removed %d files derived from the earlier weights", len(removed))
+    return run
+
+
+@dataclass
+class RunData:
+    frames: dict[str, pd.DataFrame]
+    splits: dict[str, ArraySplit]
+    plans: dict[str, LabelPlan]
+    labels: list[str]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_data(cfg: ExperimentConfig, manifest: Manifest, run: RunFolder, resume: bool) -> RunData:
+    """Splits -> decode-once cache -> label policies; writes config, split and the model record."""
+    frames = _split_frames(cfg, manifest)
+    distributed.setup()
+    with distributed.main_first():
+        cache = _prepare(cfg, manifest, [i for f in frames.values() for i in f["image"]])
+    frames, rows = _drop_unreadable(run, cache, frames)
+    ids = {s: f["image"].tolist() for s, f in frames.items()}
+    if resume and run.split_file.is_file() and run.read_split() != ids:
+        raise CxrlabError(f"{run.split_file}: the split no longer matches the data; start a new run "
+                          "(different name) instead of --resume")
+    labels = manifest.labels
+    if distributed.is_main():
+        run.write_config(cfg)
+        run.write_split(ids)
+        run.write_model_record(ModelRecord.new(cfg, labels, preprocess_of(cfg)))
+    splits, plans = {}, {}
+    d = cfg.data
+    for s, f in frames.items():
+        plan = (apply_policy(manifest.targets(f), labels, d.uncertain, d.blank, d.flip_p) if s == "train"
+                else apply_policy(manifest.targets(f), labels, "ignore", d.blank))
+        redraw = (lambda rng, p=plan: label_redraw(p, rng)) if plan.flip_mask.any() else None
+        splits[s] = ArraySplit(RowView(cache.images, rows[s]), torch.from_numpy(plan.targets), redraw=redraw)
+        plans[s] = plan
+    log.info("images: %s", {s: len(v) for s, v in splits.items()})
+    return RunData(frames, splits, plans, labels)
+
+
+def _split_frames(cfg: ExperimentConfig, manifest: Manifest) -> dict[str, pd.DataFrame]:
+    """train, val, test rows in manifest order (the first ``data.limit`` of each)."""
+    limit = cfg.data.limit
+    return {s: manifest.split(s) if limit is None else manifest.split(s).head(limit).reset_index(drop=True)
+            for s in SPLITS}
+
+
+def _prepare(cfg: ExperimentConfig, manifest: Manifest, ids: list[str]) -> ImageCache:
+    p = preprocess_of(cfg)
+    key = cache_key(cfg.data.source, str(manifest.root), ids, p)
+    return prepare_cache([manifest.root / i for i in ids], ids, p, Path(cfg.data.cache_dir).expanduser(), key,
+                         workers=cfg.data.workers, bad_images=cfg.data.bad_images)
+
+
+def _drop_unreadable(run: RunFolder, cache: ImageCache, frames: dict[str, pd.DataFrame]
+                     ) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """Rows of each split in the cache, without the images ``bad_images: skip`` left out (listed)."""
+    offsets = np.cumsum([0] + [len(f) for f in frames.values()])
+    rows = {s: np.arange(offsets[k], offsets[k + 1]) for k, s in enumerate(frames)}
+    if not cache.failed:
+        return frames, rows
+    skipped = []
+    for s, f in frames.items():
+        keep = ~f["image"].isin(cache.failed).to_numpy()
+        skipped += [{"image": i, "split": s, "reason": cache.failed[i]} for i in f["image"][~keep]]
+        frames[s], rows[s] = f[keep].reset_index(drop=True), rows[s][keep]
+        if len(frames[s]) == 0:
+            raise CxrlabError(f"every image of the {s} split is unreadable")
+    if distributed.is_main():
+        run.write_skipped(pd.DataFrame(skipped))
+    say(f"[yellow]skipped {len(skipped)} unreadable images[/yellow] (data.bad_images=skip); "
+        f"listed in {run.skipped_file}")
+    return frames, rows
+
+
+def train_model(cfg: ExperimentConfig, data: RunData, run: RunFolder, resume: bool) -> torch.nn.Module:
+    """Train (U-SelfTrained: a teacher first, which relabels the uncertain entries); load ``best``."""
+    labels, train = data.labels, data.splits["train"]
+
+    def new_model() -> torch.nn.Module:
+        m = cfg.model
+        return build_model(m.name, len(labels), in_chans=m.in_chans, pretrained=m.pretrained, dropout=m.dropout,
+                           **m.options)
+
+    plan = data.plans["train"]
+    if "selftrained" in plan.policies.values() and plan.uncertain_mask.any():
+        stage1 = RunFolder(run.path / "selftrained_stage1").create()
+        teacher = new_model()
+        fit(teacher, train, data.splits["val"], labels, cfg, stage1, resume=resume)
+        stage1.load_weights(teacher, "best")
+        soft = _predictor(cfg, teacher).probabilities(train.images)
+        relabelled = relabel_uncertain(plan, soft)
+        log.info("U-SelfTrained: %d uncertain entries relabelled by the stage-1 model",
+                 int(np.isfinite(relabelled).sum() - np.isfinite(plan.targets).sum()))
+        train = data.splits["train"] = ArraySplit(train.images, torch.from_numpy(relabelled), train.redraw)
+    model = new_model()
+    data.history = fit(model, train, data.splits["val"], labels, cfg, run, resume=resume)
+    if distributed.is_main():
+        run.load_weights(model, "best")
+    return model
+
+
+def _predictor(cfg: ExperimentConfig, model: torch.nn.Module) -> Predictor:
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    return Predictor.for_model(model, cfg.task, cfg.model.in_chans, preprocess_of(cfg), device=device)
+
+
+def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, data: RunData,
+               manifest: Manifest, tic: float) -> dict[str, Any]:
+    """Test and validation predictions, evaluation, thresholds, localisation, figures, report."""
+    labels, predictor = data.labels, _predictor(cfg, model)
+    tables = {}
+    for s in ("test", "val"):
+        probs = predictor.probabilities(data.splits[s].images, tta=cfg.evaluate.tta)
+        tables[s] = prediction_table(data.frames[s], data.splits[s].targets.numpy(), probs, labels)
+        run.write_predictions(tables[s], s)
+    evaluation = evaluate_tables(tables["test"], labels, cfg.task, tables["val"], n_boot=cfg.evaluate.n_boot,
+                                 seed=cfg.seed)
+    run.write_json(run.evaluation_file, evaluation)
+    record_thresholds(run, evaluation, cfg.task)
+    y_true = data.splits["test"].targets.numpy()
+    probs = tables["test"][prob_columns(labels)].to_numpy()
+    aucs = per_label_auc(y_true, probs, labels)
+    history = data.history
+    summary: dict[str, Any] = {
+        "name": cfg.name, "macro_auc": macro(aucs), "per_label_auc": aucs,
+        "best_epoch": max((h["epoch"] for h in history if h.get("best")), default=None),
+        "epochs_run": len(history), "n_images": {s: len(f) for s, f in data.frames.items()},
+        "macro_auc_ci": [evaluation["macro_auc"].get("ci_low"), evaluation["macro_auc"].get("ci_high")],
+    }
+    if run.skipped_file.is_file():
+        summary["skipped_images"] = len(run.read_skipped())
+    cases: list[Any] = []
+    if cfg.explain.enabled and manifest.boxes is not None and len(manifest.boxes):
+        summary["localization"], cases = _localize(cfg, predictor, data, manifest)
+    summary["wall_seconds"] = time.perf_counter() - tic
+    write_run_figures(run, cfg, summary, history, y_true, probs, labels, cases, data.splits["test"].numpy(),
+                      evaluation)
+    run.write_json(run.summary_file, summary)
+    render_report(run)
+    return summary
+
+
+def record_thresholds(run: RunFolder, evaluation: dict[str, Any], task: str) -> None:
+    """Store the validation-chosen thresholds in model.json (predict and serve decide with them)."""
+    if task == "multiclass":
+        return
+    thr = {lab: d["threshold"] for lab, d in evaluation["per_label"].items()}
+    rule = "youden on validation (fixed 0.5 where undefined)"
+    run.write_model_record(run.read_model_record().with_thresholds(thr, rule))
+
+
+def _localize(cfg: ExperimentConfig, predictor: Predictor, data: RunData, manifest: Manifest) -> tuple:
+    test_ids = data.frames["test"]["image"].tolist()
+    boxed = sorted(set(manifest.boxes["image"]) & set(test_ids))
+    ex = cfg.explain
+    return localize(predictor, cam_layer(predictor.model), data.splits["test"].images, test_ids, manifest.boxes,
+                    data.labels, geometries(manifest.root, boxed, preprocess_of(cfg)), threshold=ex.threshold,
+                    min_iou=ex.iou, draws=ex.random_draws, seed=cfg.seed, max_cases=ex.max_images,
+                    method=ex.method)
+
+
+def prepare_dataset(cfg: ExperimentConfig) -> ImageCache:
+    """``cxrlab prepare``: decode the config's images into the very cache training will read."""
+    manifest = build_manifest(cfg)
+    return _prepare(cfg, manifest, [i for f in _split_frames(cfg, manifest).values() for i in f["image"]])
