@@ -22,14 +22,27 @@ label                     appearance
 
 Images are reproducible per ``(seed, index)``, independent of how many are
 drawn or in which process.  Images of one patient share their anatomy.
+
+``render(..., subtle=True)`` draws nodules as small and faint as real ones
+(radius 0.5-1% of the image width), so that low resolutions lose them.  The
+dataset modes in :mod:`cxrlab.data.phantom_layouts` reuse :func:`draw_frontal`
+with other findings, graded intensities and extra patterns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from cxrlab.data.phantom_layouts.draw import Anatomy, Box, Canvas, Extra, acquire, grid
+from cxrlab.data.phantom_layouts.draw import box_of as _box_of
+from cxrlab.data.phantom_layouts.draw import ellipse as _ellipse
+from cxrlab.data.phantom_layouts.draw import point_in as _point_in
+from cxrlab.data.phantom_layouts.draw import smooth_noise as _smooth_noise
+from cxrlab.data.phantom_layouts.draw import soft as _soft
 
 LABELS: tuple[str, ...] = (
     "Nodule",
@@ -50,7 +63,8 @@ PREVALENCE: dict[str, float] = {
     "Consolidation": 0.22,
 }
 
-Box = tuple[float, float, float, float]  # x, y, w, h in pixels
+#: ``subtle=True`` nodules: radius range (fraction of the width) and peak contrast.
+SUBTLE_NODULE: tuple[float, float, float] = (0.005, 0.010, 0.30)
 
 
 @dataclass
@@ -80,44 +94,14 @@ def patient_of(index: int, seed: int) -> tuple[int, int]:
     return block * 3 + slot + 1, part[:pos].count(slot)
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
-    """Unit-variance low-pass noise; ``sigma`` is relative to the image size."""
-    noise = rng.standard_normal((size, size)).astype(np.float32)
-    s = max(sigma * size, 0.5)
-    out = cv2.GaussianBlur(noise, (0, 0), sigmaX=s, borderType=cv2.BORDER_REFLECT)
-    return out / (out.std() + 1e-6)
-
-
-def _ellipse(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
-    return ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
-
-
-def _soft(d2: np.ndarray, edge: float = 0.08) -> np.ndarray:
-    """Soft inside-indicator of an ellipse from its normalised squared distance."""
-    return np.clip((1.0 - d2) / edge, 0.0, 1.0)
-
-
-def _box_of(mask: np.ndarray) -> Box | None:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
-
-
-def _point_in(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    ys, xs = np.nonzero(mask)
-    i = rng.integers(len(xs))
-    return int(xs[i]), int(ys[i])
-
-
-def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
+def render(index: int, size: int = 256, seed: int = 0, *, subtle: bool = False) -> PhantomImage:
     """Draw phantom image ``index`` of the dataset with this ``seed``.
 
     Args:
         index: image number (0-based).
         size: side length in pixels (square images).
         seed: dataset seed; the same ``(seed, index, size)`` gives the same image.
+        subtle: draw nodules small and faint (:data:`SUBTLE_NODULE`); off by default.
 
     Returns:
         The image, its label dict (0/1 per :data:`LABELS`) and its true boxes.
@@ -127,19 +111,38 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     patient, follow_up = patient_of(index, seed)
     prng = np.random.default_rng([seed, 1, patient])  # anatomy: shared by a patient
     rng = np.random.default_rng([seed, 2, index])  # this image: lesions, noise, pose
-    lin = (np.arange(size, dtype=np.float32) + 0.5) / size
-    xx, yy = np.meshgrid(lin, lin)
-
-    # --- anatomy (per patient) -------------------------------------------------
-    body_ax, body_ay = prng.uniform(0.40, 0.46), prng.uniform(0.46, 0.52)
-    lung_ax, lung_ay = prng.uniform(0.115, 0.14), prng.uniform(0.25, 0.30)
-    lung_dx, lung_cy = prng.uniform(0.16, 0.19), prng.uniform(0.44, 0.49)
-    heart_hw_normal = prng.uniform(0.10, 0.14)
-    rib_phase = prng.uniform(0, 1)
-    # --- pose / exposure (per image) ----------------------------------------------
+    anatomy = Anatomy.draw(prng)
     sx, sy = rng.normal(0, 0.012, size=2)
+    labels = {name: int(rng.random() < PREVALENCE[name]) for name in LABELS}
+    pixels, boxes = draw_frontal(size, anatomy, (sx, sy), rng, labels, subtle=subtle)
+    return PhantomImage(pixels=pixels, labels=labels, boxes=boxes, patient=patient, follow_up=follow_up)
+
+
+def draw_frontal(
+    size: int,
+    anatomy: Anatomy,
+    pose: tuple[float, float],
+    rng: np.random.Generator,
+    findings: Mapping[str, float],
+    *,
+    subtle: bool = False,
+    extra: Extra | None = None,
+) -> tuple[np.ndarray, list[tuple[str, Box]]]:
+    """Draw one frontal radiograph; return uint8 pixels and the true boxes.
+
+    ``findings`` maps :data:`LABELS` names to an intensity: 0 (or missing) =
+    absent, 1 = as in the default phantom, in between = a milder (fainter,
+    smaller) lesion.  ``extra(canvas, rng)`` draws further patterns after the
+    standard lesions and returns their boxes.
+    """
+    xx, yy = grid(size)
+    a = anatomy
+    body_ax, body_ay, lung_ax, lung_ay = a.body_ax, a.body_ay, a.lung_ax, a.lung_ay
+    lung_dx, lung_cy, heart_hw_normal, rib_phase = a.lung_dx, a.lung_cy, a.heart_hw_normal, a.rib_phase
+    sx, sy = pose
     cx, cy = 0.5 + sx, 0.55 + sy
     lcy = lung_cy + sy
+    sev = {name: float(findings.get(name, 0)) for name in LABELS}
 
     body = _soft(_ellipse(xx, yy, cx, cy, body_ax, body_ay), 0.05)
     lungs_d2 = [
@@ -148,8 +151,6 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     ]
     lung_masks = [d2 < 1.0 for d2 in lungs_d2]
     lung_soft = [_soft(d2, 0.15) for d2 in lungs_d2]
-
-    labels = {name: int(rng.random() < PREVALENCE[name]) for name in LABELS}
     boxes: list[tuple[str, Box]] = []
 
     img = 0.04 + 0.30 * body
@@ -163,10 +164,12 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     vessels = np.clip(_smooth_noise(rng, size, 0.012), 0, None)
     pneumo_region = np.zeros_like(img, dtype=bool)
     pleural_line = np.zeros_like(img)
-    if labels["Pneumothorax"]:
+    if sev["Pneumothorax"]:
         side = int(rng.integers(2))
         lx = cx - lung_dx if side == 0 else cx + lung_dx
         shrink = rng.uniform(0.68, 0.84)
+        if sev["Pneumothorax"] != 1:  # milder: a thinner rim
+            shrink = 1.0 - (1.0 - shrink) * sev["Pneumothorax"]
         # collapsed lung: an ellipse shrunk toward the hilum (medial, lower)
         hx = lx + (0.35 * lung_ax if side == 0 else -0.35 * lung_ax)
         inner = _ellipse(xx, yy, hx, lcy + 0.08 * lung_ay, lung_ax * shrink, lung_ay * shrink)
@@ -180,12 +183,14 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     img += 0.06 * ribs + 0.10 * pleural_line
 
     # heart shadow (overlaps the medial lower lungs)
-    heart_hw = rng.uniform(0.16, 0.21) if labels["Cardiomegaly"] else heart_hw_normal * rng.uniform(0.97, 1.03)
+    heart_hw = rng.uniform(0.16, 0.21) if sev["Cardiomegaly"] else heart_hw_normal * rng.uniform(0.97, 1.03)
+    if 0 < sev["Cardiomegaly"] < 1:  # milder: between the patient's normal heart and a clear case
+        heart_hw = heart_hw_normal + sev["Cardiomegaly"] * (heart_hw - heart_hw_normal)
     heart_cx, heart_cy, heart_hh = cx + 0.035, lcy + 0.17, rng.uniform(0.11, 0.13)
     heart_d2 = _ellipse(xx, yy, heart_cx, heart_cy, heart_hw, heart_hh)
     heart = _soft(heart_d2, 0.12)
     img = img * (1 - 0.7 * heart) + 0.46 * heart
-    if labels["Cardiomegaly"]:
+    if sev["Cardiomegaly"]:
         boxes.append(("Cardiomegaly", _box_of(heart_d2 < 1.0)))
     # diaphragm domes
     dome = lcy + lung_ay * 0.9 + 0.06 * ((xx - cx) / 0.25) ** 2
@@ -196,10 +201,12 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
     interior = [(d2 < 0.55) & v for d2, v in zip(lungs_d2, visible_lung, strict=True)]
 
     # --- lesions --------------------------------------------------------------------
-    if labels["Effusion"]:
+    if sev["Effusion"]:
         side = int(rng.integers(2))
         lx = cx - lung_dx if side == 0 else cx + lung_dx
         level = lcy + lung_ay * rng.uniform(0.45, 0.7)
+        if sev["Effusion"] != 1:  # milder: only the costophrenic angle fills
+            level = lcy + lung_ay * (0.95 - sev["Effusion"] * (0.95 - (level - lcy) / lung_ay))
         lateral = np.abs(xx - lx) * (1 if side == 0 else 1)
         outward = (xx < lx) if side == 0 else (xx > lx)
         meniscus = level - 0.9 * lateral**2 / lung_ax * outward
@@ -207,41 +214,44 @@ def render(index: int, size: int = 256, seed: int = 0) -> PhantomImage:
         soft_fluid = cv2.GaussianBlur(fluid.astype(np.float32), (0, 0), max(size * 0.006, 0.5))
         img = img * (1 - 0.8 * soft_fluid) + 0.40 * soft_fluid
         boxes.append(("Effusion", _box_of(fluid)))
-    if labels["Consolidation"]:
+    if sev["Consolidation"]:
         side = int(rng.integers(2))
         px, py = _point_in(interior[side], rng)
         r = rng.uniform(0.055, 0.085)
         blob = _ellipse(xx, yy, (px + 0.5) / size, (py + 0.5) / size, r, r * rng.uniform(0.8, 1.3))
         patch = (_smooth_noise(rng, size, 0.02) > -0.3) & (blob < 1.0) & lung_masks[side]
         soft_patch = cv2.GaussianBlur(patch.astype(np.float32), (0, 0), max(size * 0.008, 0.5))
-        img += 0.16 * soft_patch
+        img += (0.16 * sev["Consolidation"]) * soft_patch
         boxes.append(("Consolidation", _box_of(patch)))
     for name, rmin, rmax, amp in (("Mass", 0.05, 0.07, 0.22), ("Nodule", 0.024, 0.032, 0.26)):
-        if not labels[name]:
+        if not sev[name]:
             continue
+        tiny = subtle and name == "Nodule"
+        if tiny:
+            rmin, rmax, amp = SUBTLE_NODULE
         side = int(rng.integers(2))
         px, py = _point_in(interior[side], rng)
         r = rng.uniform(rmin, rmax)
         fx, fy = (px + 0.5) / size, (py + 0.5) / size
+        if tiny:  # sub-pixel position, so that a small size does not sample the peak exactly
+            fx, fy = (px + rng.random()) / size, (py + rng.random()) / size
         prof = np.exp(-_ellipse(xx, yy, fx, fy, r, r) ** 1.5 * 1.2)
         if name == "Mass":  # lobulated: add two satellite lobes
             for _ in range(2):
                 ang = rng.uniform(0, 2 * np.pi)
                 ox, oy = fx + 0.6 * r * np.cos(ang), fy + 0.6 * r * np.sin(ang)
                 prof = np.maximum(prof, 0.9 * np.exp(-_ellipse(xx, yy, ox, oy, 0.6 * r, 0.6 * r) ** 1.5 * 1.2))
-        img += amp * prof
-        boxes.append((name, _box_of(prof > 0.3)))
+        img += (amp * sev[name]) * prof
+        if tiny:  # the analytic extent (prof > 0.3 is the disc of radius r), at least one pixel
+            x0, x1 = max(int((fx - r) * size), 0), min(int(np.ceil((fx + r) * size)), size)
+            y0, y1 = max(int((fy - r) * size), 0), min(int(np.ceil((fy + r) * size)), size)
+            boxes.append((name, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
+        else:
+            boxes.append((name, _box_of(prof > 0.3)))
+    if extra is not None:
+        canvas = Canvas(size, xx, yy, cx, lcy, anatomy, img, lungs_d2, lung_masks, heart_d2, dome, interior)
+        boxes += extra(canvas, rng)
+        img = canvas.img
 
-    # --- distractors and acquisition ------------------------------------------------
-    if rng.random() < 0.3:  # radio-opaque side marker in an upper corner
-        mx = rng.uniform(0.06, 0.14) if rng.random() < 0.5 else rng.uniform(0.82, 0.9)
-        my = rng.uniform(0.05, 0.12)
-        marker = (np.abs(xx - mx) < 0.025) & (np.abs(yy - my) < 0.035)
-        img = np.where(marker, 0.9, img)
-    vignette = 1.0 - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / 0.5
-    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.04, 0.04)
-    img = img * vignette * gain + offset
-    img += rng.normal(0, rng.uniform(0.01, 0.025), size=img.shape).astype(np.float32)
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.15)
-    pixels = np.round(img * 255).astype(np.uint8)
-    return PhantomImage(pixels=pixels, labels=labels, boxes=boxes, patient=patient, follow_up=follow_up)
+    return acquire(img, xx, yy, rng), boxes
+

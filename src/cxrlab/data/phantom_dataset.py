@@ -10,6 +10,9 @@ Layout (the same files the ``nih14`` source reads)::
       phantom.json                      how it was made (seed, size, n, labels)
 
 Image names follow NIH: ``{patient:08d}_{follow_up:03d}.png``.
+
+:func:`write_phantom_dataset` writes any phantom mode (``nih14``, ``chexpert``,
+``kermany``, ``cxr5``) by name and says which source and root read it back.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -42,9 +46,9 @@ def _is_test_patient(patient: int, seed: int, test_fraction: float) -> bool:
     return bool(np.random.default_rng([seed, 3, patient]).random() < test_fraction)
 
 
-def _render_and_save(args: tuple[int, int, int, str]) -> PhantomImage:
-    index, size, seed, image_dir = args
-    item = render(index, size=size, seed=seed)
+def _render_and_save(args: tuple[int, int, int, str, bool]) -> PhantomImage:
+    index, size, seed, image_dir, subtle = args
+    item = render(index, size=size, seed=seed, subtle=subtle)
     path = os.path.join(image_dir, image_name(item.patient, item.follow_up))
     if not cv2.imwrite(path, item.pixels):
         raise CxrlabError(f"{path}: could not write image")
@@ -59,6 +63,7 @@ def write_phantom(
     seed: int = 0,
     test_fraction: float = 0.2,
     workers: int | None = None,
+    subtle: bool = False,
 ) -> Path:
     """Generate ``n`` phantom images into ``out`` (NIH layout) and return ``out``.
 
@@ -69,6 +74,8 @@ def write_phantom(
         seed: dataset seed (same seed, same files).
         test_fraction: fraction of *patients* listed in ``test_list.txt``.
         workers: processes to render with (default: all cores).
+        subtle: small, faint nodules (radius 0.5-1% of the width) that low
+            resolutions lose; off by default (the default output is unchanged).
     """
     if n < 1:
         raise CxrlabError(f"phantom: --n must be >= 1, got {n}")
@@ -76,7 +83,7 @@ def write_phantom(
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    jobs = [(i, size, seed, str(image_dir)) for i in range(n)]
+    jobs = [(i, size, seed, str(image_dir), subtle) for i in range(n)]
     items: list[PhantomImage] = []
     if workers > 1 and n >= 64:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -104,5 +111,46 @@ def write_phantom(
     atomic_write_text(out / "test_list.txt", "\n".join(test) + "\n")
     meta = {"generator": "cxrlab.phantom", "n": n, "size": size, "seed": seed,
             "test_fraction": test_fraction, "labels": list(LABELS)}
+    if subtle:  # only when set, so that the default phantom.json stays as it was
+        meta["subtle"] = True
     atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
     return out
+
+
+class PhantomSource(NamedTuple):
+    """What a config needs to read a written phantom: ``data.source``, ``data.root``, ``data.labels``."""
+
+    source: str
+    root: Path
+    labels: list[str]
+    task: str
+
+
+KINDS = ("nih14", "chexpert", "kermany", "cxr5")
+
+
+def write_phantom_dataset(kind: str, out: str | Path, n: int = 1000, size: int = 256, seed: int = 0,
+                          **opts) -> PhantomSource:
+    """Write a phantom of ``kind`` (one of :data:`KINDS`) into ``out``; return how to read it.
+
+    ``opts`` go to the mode's writer: :func:`write_phantom` (nih14),
+    ``write_phantom_chexpert``, ``write_phantom_kermany`` or ``write_phantom_cxr5``
+    (:mod:`cxrlab.data.phantom_layouts`).
+    """
+    if kind == "nih14":
+        return PhantomSource("nih14", write_phantom(out, n, size, seed, **opts), list(LABELS), "multilabel")
+    if kind == "chexpert":
+        from cxrlab.data.phantom_layouts.chexpert import COMPETITION, write_phantom_chexpert
+
+        return PhantomSource("chexpert", write_phantom_chexpert(out, n, size, seed, **opts),
+                             list(COMPETITION), "multilabel")
+    if kind == "kermany":
+        from cxrlab.data.phantom_layouts.kermany import write_phantom_kermany
+
+        return PhantomSource("kermany", write_phantom_kermany(out, n, size, seed, **opts), ["Pneumonia"], "binary")
+    if kind == "cxr5":
+        from cxrlab.data.phantom_layouts.cxr5 import CLASSES, write_phantom_cxr5
+
+        root = write_phantom_cxr5(out, n, size, seed, **opts)
+        return PhantomSource("npz" if root.suffix == ".npz" else "folder", root, list(CLASSES), "multiclass")
+    raise CxrlabError(f"phantom: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
