@@ -1,0 +1,56 @@
+"""``cxrlab study ...``: a paper's whole comparison as one command and one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+study_app = typer.Typer(no_args_is_help=True, help="Studies: a grid of runs, one report with CIs and tests.")
+
+
+@study_app.command("run")
+def study_run(
+    study: Annotated[str, typer.Argument(help="Study file (YAML) or preset name (cxrlab study presets).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every cell")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (sets data.root of every cell).")] = None,
+    phantom: Annotated[bool, typer.Option(help="Run the study's small form on the built-in phantom.")] = False,
+    out: Annotated[Path, typer.Option(help="Parent folder of studies/<name>.")] = Path("studies"),
+    launcher: Annotated[str, typer.Option(help="local (sequential), slurm (submitit job array), "
+                                                 "submitit-local (submitit on this machine).")] = "local",
+    slurm: Annotated[list[str] | None, typer.Option(help="submitit parameter key=value, e.g. "
+                                                          "slurm_partition=gpu, gpus_per_node=1 (repeatable).")] = None,
+) -> None:
+    """Train every cell not yet done (a killed study resumes), then write the study report."""
+    from cxrlab.config import parse_overrides
+    from cxrlab.workflows.study import run_study
+
+    params = parse_overrides(slurm or [])
+    report = run_study(study, str(root) if root else None, overrides or [], phantom, out, launcher, params)
+    console.print(f"wrote {report}\nwrote {report.with_suffix('.md')}\nwrote {report.parent / 'study.json'}")
+
+
+@study_app.command("report")
+def study_report_cmd(
+    folder: Annotated[Path, typer.Argument(help="studies/<name> folder.")],
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the paired tests.")] = 1000,
+) -> None:
+    """Re-write the study report from the finished cells' run folders."""
+    from cxrlab.workflows.study_report import study_report
+
+    report = study_report(folder, n_boot=n_boot)
+    console.print(f"wrote {report}\nwrote {report.with_suffix('.md')}\nwrote {report.parent / 'study.json'}")
+
+
+@study_app.command("presets")
+def study_presets() -> None:
+    """List the studies shipped with cxrlab (one per paper)."""
+    from cxrlab.studies.spec import list_presets, load_study
+
+    for name, path in sorted(list_presets().items()):
+        spec, _ = load_study(path)
+        console.print(f"[bold]{name}[/bold]  {spec.title}  ({len(spec.grid())} cells)")

@@ -1,0 +1,158 @@
+"""Study files: a base recipe, a grid of cells, a baseline, and the published numbers.
+
+A study is a paper's comparison as data::
+
+    name: wollek_resolution
+    title: Wollek et al. 2023, Higher Chest X-ray Resolution Improves Classification Performance
+    recipe: {...}              # the base config (inline), or
+    base: path/to/recipe.yaml  # a recipe file (relative to the study file)
+    axes:                      # a full grid over any config keys ...
+      data.image_size: [64, 128, 256]
+    cells:                     # ... or explicit cells (name + overrides)
+      - {name: resnet18_clahe, overrides: {model.name: resnet18, data.clahe: true}}
+    baseline: image_size=256   # the cell every other one is tested against
+    comparisons: [[image_size=64, image_size=128]]   # extra pairs to test
+    post: [{ensemble: {by: study, groups: {frontal_lateral: [frontal, lateral]}}}]
+    published: {image_size=64: {macro: 0.775, labels: {Atelectasis: 0.74}}}
+    phantom: {kind: nih14, n: 600, size: 256, overrides: {train.epochs: 3}}
+
+Cell names come from the axes (``image_size=64``, ``name=value`` joined by
+``,``), so they are stable, readable folder names.  Presets ship as package
+data (:func:`list_presets`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cxrlab.errors import ConfigError
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.=,+-]+$")
+    overrides: dict[str, Any] = {}
+
+
+class PhantomSpec(BaseModel):
+    """The small form of a study on the built-in phantom (``--phantom``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str = "nih14"
+    n: int = Field(400, ge=40)
+    size: int = Field(128, ge=32)
+    options: dict[str, Any] = {}
+    """Keyword options of the phantom writer (e.g. ``lateral``, ``subtle``)."""
+    overrides: dict[str, Any] = {}
+    """Config overrides for the small form (fewer epochs, a small model); the cells' own keys win."""
+    only: list[str] = []
+    """Run only these cells on the phantom (default: all)."""
+    baseline: str | None = None
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    title: str = ""
+    description: str = ""
+    recipe: dict[str, Any] = {}
+    base: str | None = None
+    axes: dict[str, list[Any]] = {}
+    cells: list[Cell] = []
+    baseline: str | None = None
+    comparisons: list[tuple[str, str]] = []
+    metrics: list[str] = ["auc"]
+    post: list[dict[str, Any]] = []
+    published: dict[str, dict[str, Any]] = {}
+    published_source: str = ""
+    phantom: PhantomSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        if not self.axes and not self.cells:
+            raise ValueError("a study needs axes (a grid) or cells")
+        names = [c.name for c in self.grid()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cell names repeat: {sorted(n for n in names if names.count(n) > 1)}")
+        refs = [self.baseline, *[x for pair in self.comparisons for x in pair], *self.published]
+        if self.phantom:
+            refs += [*self.phantom.only, self.phantom.baseline]
+        for ref in refs:
+            if ref is not None and ref not in names:
+                raise ValueError(f"{ref!r} is not a cell of the study (cells: {', '.join(names)})")
+        return self
+
+    def grid(self) -> list[Cell]:
+        """Every cell: the explicit ones, then the product of the axes (first axis varies slowest)."""
+        cells = list(self.cells)
+        if self.axes:
+            keys = list(self.axes)
+            for values in itertools.product(*(self.axes[k] for k in keys)):
+                name = ",".join(f"{k.split('.')[-1]}={_label(v)}" for k, v in zip(keys, values, strict=True))
+                cells.append(Cell(name=name, overrides=dict(zip(keys, values, strict=True))))
+        return cells
+
+    def baseline_cell(self) -> str:
+        return self.baseline or self.grid()[0].name
+
+
+def _label(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v).replace(" ", "").replace("/", "-")
+
+
+def _parse(tree: Any, origin: str) -> StudySpec:
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level of a study file")
+    try:
+        return StudySpec.model_validate(tree)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "<study>"
+        raise ConfigError(f"{origin}: {key}: {first['msg']}") from None
+
+
+def list_presets() -> dict[str, Path]:
+    """The studies shipped with cxrlab: preset name -> file."""
+    folder = resources.files("cxrlab.studies")
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def load_study(ref: str | Path) -> tuple[StudySpec, dict[str, Any]]:
+    """A study file or preset name -> (spec, base recipe tree with the study's ``recipe`` applied)."""
+    presets = list_presets()
+    path = presets.get(str(ref)) or Path(ref)
+    if not path.is_file():
+        raise ConfigError(f"{ref}: no such study file or preset (presets: {', '.join(sorted(presets))})")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    spec = _parse(tree, str(path))
+    base: dict[str, Any] = {}
+    if spec.base:
+        base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: base recipe {base_path} not found")
+        base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    return spec, _merge(base, spec.recipe)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dotted(overrides: dict[str, Any]) -> list[str]:
+    """``{"data.image_size": 64}`` -> ``["data.image_size=64"]`` (values as YAML)."""
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in overrides.items()]

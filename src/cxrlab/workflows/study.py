@@ -1,0 +1,164 @@
+"""``cxrlab study run``: every cell of a study as a normal run, resumable, locally or on SLURM.
+
+Each cell is a run folder under ``studies/<name>/runs/<cell>``.  A cell whose
+resolved config is unchanged and whose run finished is skipped; an unfinished
+one (killed, even by ``kill -9``) is resumed from its last epoch; a cell whose
+config changed is re-run from scratch, never mixed with the old one.  SLURM
+job arrays go through submitit (its local executor runs the same path on one
+machine).  The study report is written at the end (:mod:`.study_report`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxrlab.config import ExperimentConfig, load_config
+from cxrlab.errors import CxrlabError
+from cxrlab.progress import make_progress, say
+from cxrlab.run import RunFolder
+from cxrlab.studies.spec import StudySpec, dotted, load_study
+from cxrlab.workflows.experiment import run_experiment
+
+
+@dataclass
+class PlannedCell:
+    name: str
+    cfg: ExperimentConfig
+    status: str  # done | partial | changed | new
+
+    @property
+    def run(self) -> RunFolder:
+        return RunFolder(Path(self.cfg.runs_dir) / self.cfg.name)
+
+
+@dataclass
+class StudyPlan:
+    spec: StudySpec
+    folder: Path
+    cells: list[PlannedCell]
+    baseline: str
+    phantom: bool
+
+
+def cell_status(run: RunFolder, cfg: ExperimentConfig) -> str:
+    """``done`` (finished, same config), ``partial`` (same config, unfinished), ``changed`` or ``new``."""
+    if not run.config_file.is_file():
+        return "changed" if run.path.exists() else "new"
+    old = run.read_config().model_dump(mode="json")
+    new = cfg.model_dump(mode="json")
+    old.pop("task", None)  # the data source may decide the task; it is not a setting of the cell
+    new.pop("task", None)
+    if old != new:
+        return "changed"
+    return "done" if run.summary_file.is_file() else "partial"
+
+
+def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
+               phantom: bool = False, out: str | Path = "studies") -> StudyPlan:
+    """Resolve every cell's config and status (nothing is trained)."""
+    spec, base = load_study(ref)
+    folder = Path(out) / (f"{spec.name}-phantom" if phantom else spec.name)
+    cells = spec.grid()
+    baseline = spec.baseline_cell()
+    extra: list[str] = []
+    if phantom:
+        if spec.phantom is None:
+            raise CxrlabError(f"study {spec.name} has no phantom form")
+        extra = [*_phantom_data(spec, folder), *dotted(spec.phantom.overrides)]
+        if spec.phantom.only:
+            cells = [c for c in cells if c.name in spec.phantom.only]
+        baseline = spec.phantom.baseline or (baseline if baseline in {c.name for c in cells} else cells[0].name)
+    elif root:
+        extra = [f"data.root={root}"]
+    planned = []
+    for cell in cells:
+        cfg = load_config(None, [*extra, *dotted(cell.overrides), *(overrides or []), f"name={cell.name}",
+                                 f"runs_dir={folder / 'runs'}"], base=base)
+        if not cfg.data.root:
+            raise CxrlabError(f"study {spec.name}: no data root; pass --root DATA (or --phantom)")
+        planned.append(PlannedCell(cell.name, cfg, cell_status(RunFolder(folder / "runs" / cell.name), cfg)))
+    return StudyPlan(spec, folder, planned, baseline, phantom)
+
+
+def _phantom_data(spec: StudySpec, folder: Path) -> list[str]:
+    """Write (once) the study's phantom dataset in the real layout; return the data overrides."""
+    import json
+
+    from cxrlab.data.phantom_dataset import write_phantom_dataset
+    from cxrlab.runio import atomic_write_json
+
+    p = spec.phantom
+    target, marker = folder / "data", folder / "data.json"
+    made = {"kind": p.kind, "n": p.n, "size": p.size, "options": p.options}
+    if marker.is_file() and json.loads(marker.read_text()).get("made") == made:
+        src = json.loads(marker.read_text())["source"]
+    else:
+        ps = write_phantom_dataset(p.kind, target, n=p.n, size=p.size, seed=0, **p.options)
+        src = {"source": ps.source, "root": str(ps.root), "labels": ps.labels, "task": ps.task}
+        atomic_write_json(marker, {"made": made, "source": src})
+    return [f"data.source={src['source']}", f"data.root={src['root']}", f"task={src['task']}",
+            f"data.labels={json.dumps(src['labels'])}", f"data.cache_dir={folder / 'cache'}"]
+
+
+def run_cell(cfg: ExperimentConfig, status: str) -> dict[str, Any]:
+    """Train one cell as the plan says (the unit a SLURM array task runs)."""
+    return run_experiment(cfg, resume=status == "partial", overwrite=status == "changed")
+
+
+def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
+              phantom: bool = False, out: str | Path = "studies", launcher: str = "local",
+              launcher_options: dict[str, Any] | None = None) -> Path:
+    """Run every cell not yet done, then the post-steps and the study report; return the report path."""
+    plan = plan_study(ref, root, overrides, phantom, out)
+    todo = [c for c in plan.cells if c.status != "done"]
+    say(f"study {plan.spec.name}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, "
+        f"{len(todo)} to run ({', '.join(f'{c.name} ({c.status})' for c in todo) or 'none'})")
+    if launcher == "local":
+        _run_local(todo)
+    elif launcher in ("slurm", "submitit-local"):
+        _run_submitit(plan, todo, launcher, launcher_options or {})
+    else:
+        raise CxrlabError(f"unknown launcher {launcher!r}; use local or slurm")
+    from cxrlab.workflows.study_report import study_report
+
+    return study_report(plan.folder, plan)
+
+
+def _run_local(todo: list[PlannedCell]) -> None:
+    tic = time.perf_counter()
+    with make_progress() as bar:
+        task = bar.add_task("study cells", total=len(todo), info="")
+        for k, cell in enumerate(todo):
+            bar.update(task, info=cell.name)
+            run_cell(cell.cfg, cell.status)
+            per = (time.perf_counter() - tic) / (k + 1)
+            bar.update(task, advance=1, info=f"{cell.name} done; ETA {per * (len(todo) - k - 1) / 60:.1f} min")
+
+
+def _run_submitit(plan: StudyPlan, todo: list[PlannedCell], launcher: str, options: dict[str, Any]) -> None:
+    """One job per cell through submitit (SLURM job array, or its local executor for tests)."""
+    try:
+        import submitit
+    except ImportError:
+        raise CxrlabError("the slurm launcher needs submitit: pip install submitit") from None
+    if not todo:
+        return
+    cluster = "local" if launcher == "submitit-local" else None
+    executor = submitit.AutoExecutor(folder=str(plan.folder / "submitit" / "%j"), cluster=cluster)
+    params = {"timeout_min": 60 * 24, **options}
+    if cluster == "local":
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    executor.update_parameters(name=f"cxrlab-{plan.spec.name}", **params)
+    jobs = executor.map_array(run_cell, [c.cfg for c in todo], [c.status for c in todo])
+    say(f"submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); waiting (logs in {plan.folder / 'submitit'})")
+    failed = []
+    for cell, job in zip(todo, jobs, strict=True):
+        try:
+            job.result()
+        except Exception as e:  # noqa: BLE001  (submitit re-raises the job's error with its traceback)
+            failed.append(f"{cell.name}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
+    if failed:
+        raise CxrlabError(f"{len(failed)} study cells failed (rerun to resume): " + "; ".join(failed))

@@ -1,0 +1,105 @@
+"""Studies: a grid of runs that resumes after kill -9, re-runs changed cells, and runs through submitit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import run_cli
+
+from cxrlab.errors import ConfigError
+from cxrlab.studies.spec import list_presets, load_study
+from cxrlab.workflows.study import plan_study, run_study
+
+STUDY = {
+    "name": "tiny_res",
+    "title": "tiny resolution study",
+    "recipe": {
+        "seed": 0, "task": "multilabel",
+        "data": {"source": "nih14", "workers": 1, "val_fraction": 0.2},
+        "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
+        "train": {"epochs": 3, "batch_size": 16, "lr": 0.003, "scheduler": "none"},
+        "evaluate": {"n_boot": 50}, "explain": {"max_images": 10, "random_draws": 2},
+    },
+    "axes": {"data.image_size": [32, 48]},
+    "baseline": "image_size=48",
+    "published": {"image_size=48": {"macro": 0.8}},
+    "phantom": {"kind": "nih14", "n": 120, "size": 64},
+}
+
+
+@pytest.fixture()
+def study_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    return path
+
+
+def _table(folder):
+    data = json.loads((folder / "study.json").read_text())
+    return ({n: r["macro_auc"] for n, r in data["cells"].items()},
+            [c["macro_auc_difference"] for c in data["comparisons"]])
+
+
+def test_kill_9_in_second_cell_then_rerun_equals_uninterrupted(study_file, tmp_path):
+    full = run_study(study_file, phantom=True, out=tmp_path / "a")
+    env = {**os.environ, "CXRLAB_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cxrlab", "study", "run", str(study_file), "--phantom",
+                             "--out", str(tmp_path / "b")], env=env, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / "b" / "tiny_res-phantom"
+    second = folder / "runs" / "image_size=48" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (second.is_file() and second.read_text()):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the study ended before its second cell was killed: {proc.stderr.read()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first_weights = folder / "runs" / "image_size=32" / "checkpoints" / "best.safetensors"
+    stamp = first_weights.stat().st_mtime_ns
+    plan = plan_study(study_file, phantom=True, out=tmp_path / "b")
+    assert [c.status for c in plan.cells] == ["done", "partial"]
+    run_study(study_file, phantom=True, out=tmp_path / "b")
+    assert first_weights.stat().st_mtime_ns == stamp  # the first cell was not retrained
+    assert _table(folder) == _table(full.parent)
+    html = (folder / "report.html").read_text()
+    assert "Published vs ours" in html and "data:image/png;base64," in html and "src='figures" not in html
+
+
+def test_changed_cell_config_is_rerun_not_mixed(study_file, tmp_path):
+    run_study(study_file, phantom=True, out=tmp_path)
+    plan = plan_study(study_file, overrides=["train.lr=0.001"], phantom=True, out=tmp_path)
+    assert {c.status for c in plan.cells} == {"changed"}
+    plan = plan_study(study_file, phantom=True, out=tmp_path)
+    assert {c.status for c in plan.cells} == {"done"}
+
+
+def test_submitit_local_executor_runs_a_two_cell_study(study_file, tmp_path):
+    pytest.importorskip("submitit")
+    report = run_study(study_file, phantom=True, out=tmp_path, launcher="submitit-local",
+                       launcher_options={"timeout_min": 20})
+    data = json.loads((report.parent / "study.json").read_text())
+    assert set(data["cells"]) == {"image_size=32", "image_size=48"}
+    assert any((report.parent / "submitit").rglob("*_result.pkl"))
+
+
+def test_study_file_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**STUDY, "baseline": "image_size=99"}))
+    with pytest.raises(ConfigError, match="image_size=99.*not a cell"):
+        load_study(bad)
+    r = run_cli("study", "run", tmp_path / "nope.yaml")
+    assert r.exit_code == 2 and "no such study file or preset" in r.stderr
+
+
+def test_presets_load_and_list():
+    presets = list_presets()
+    assert "wollek2023_resolution" in presets
+    for path in presets.values():
+        spec, base = load_study(path)
+        assert spec.phantom is not None and spec.grid() and base
+    r = run_cli("study", "presets")
+    assert r.exit_code == 0 and "wollek2023_resolution" in r.stdout
