@@ -20,3 +20,12 @@ def test_help_of_every_command():
                 "predict", "export", "report", "prepare", "data"]:
         r = run_cli(cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.stdout, cmd
+
+
+def test_version_option_and_output_option_names():
+    r = run_cli("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("cxrlab ")
+    r = run_cli("predict", "--help")
+    assert "--out" in r.stdout and "--csv" not in r.stdout  # the old name still works, hidden
+    r = run_cli("compare", "--help")
+    assert "--json" in r.stdout and "--out" in r.stdout

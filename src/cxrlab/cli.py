@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cxrlab import cli_show as show
 from cxrlab.errors import CxrlabError
 
 console = Console()
@@ -37,32 +38,21 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
                   help="cxrlab: chest X-ray classification research toolkit.")
 
 
-def _fmt(v: object) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+_wrote = show.wrote
 
 
-def _wrote(paths: list[Path]) -> None:
-    """Every command says what it wrote where."""
-    for p in paths:
-        console.print(f"wrote {p}")
+def _version(value: bool) -> None:
+    if value:
+        from cxrlab import __version__
+
+        console.print(f"cxrlab {__version__}")
+        raise typer.Exit()
 
 
-def print_summary(summary: dict) -> None:
-    """A table of per-label AUC and, where present, localisation vs random boxes."""
-    loc = summary.get("localization") or {}
-    per = loc.get("per_class", {})
-    t = Table(title=f"{summary.get('name', 'run')}: test split")
-    for col in ("label", "AUC", "loc. accuracy", "random boxes"):
-        t.add_column(col, justify="left" if col == "label" else "right")
-    for lab, auc in summary["per_label_auc"].items():
-        p = per.get(lab, {})
-        t.add_row(lab, _fmt(auc), _fmt(p.get("accuracy", "-")), _fmt(p.get("random_accuracy", "-")))
-    t.add_section()
-    t.add_row("[bold]mean", f"[bold]{_fmt(summary['macro_auc'])}",
-              _fmt(loc.get("mean_accuracy", "-")), _fmt(loc.get("random_mean_accuracy", "-")))
-    console.print(t)
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print cxrlab's version and exit.")] = False) -> None:
+    """cxrlab: chest X-ray classification research toolkit."""
 
 
 @app.command()
@@ -77,28 +67,35 @@ def demo(
     from cxrlab.workflows.demo import run_demo
 
     summary = run_demo(out, n=n, size=size, seed=seed, overrides=overrides or [])
-    print_summary(summary)
+    show.run_summary(summary)
     console.print(f"wall time {summary['wall_seconds']:.0f} s")
-    console.print(f"summary: {out / 'summary.json'}")
+    _wrote([out / "phantom", Path(summary["report"]).parent, out / "summary.json"])
     console.print(f"report:  [bold]{summary['report']}[/bold]")
 
 
 @app.command()
 def phantom(
-    out: Annotated[Path, typer.Option(help="Target folder (NIH ChestX-ray14 layout).")],
-    n: Annotated[int, typer.Option(help="Number of images.")] = 1000,
+    out: Annotated[Path, typer.Option(help="Target folder.")],
+    kind: Annotated[str, typer.Option(help="Layout: nih14 | chexpert | kermany | cxr5.")] = "nih14",
+    n: Annotated[int, typer.Option(help="Number of images (studies for chexpert).")] = 1000,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
-    test_fraction: Annotated[float, typer.Option(help="Fraction of patients in test_list.txt.")] = 0.2,
+    subtle: Annotated[bool, typer.Option(help="nih14: small, faint nodules (lost at low resolution).")] = False,
     workers: Annotated[int, typer.Option(help="Processes (0 = all cores).")] = 0,
 ) -> None:
-    """Write a synthetic CXR dataset with known lesions and boxes in the NIH layout."""
-    from cxrlab.data.phantom_dataset import write_phantom
+    """Write a synthetic CXR dataset with known lesions in a real dataset's layout (read by its source)."""
+    from cxrlab.data.phantom_dataset import KINDS, write_phantom_dataset
 
     if size < 32:
         raise CxrlabError(f"--size must be >= 32, got {size}")
-    write_phantom(out, n=n, size=size, seed=seed, test_fraction=test_fraction, workers=workers or None)
-    console.print(f"wrote {n} images to {out}")
+    if kind not in KINDS:
+        raise CxrlabError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    opts = {"subtle": True} if subtle else {}
+    if subtle and kind != "nih14":
+        raise CxrlabError("--subtle applies to --kind nih14 only")
+    ps = write_phantom_dataset(kind, out, n=n, size=size, seed=seed, workers=workers or None, **opts)
+    console.print(f"wrote a {kind} phantom ({n}) to {ps.root}\nread it with data.source={ps.source} "
+                  f"data.root={ps.root}")
 
 
 @app.command()
@@ -121,8 +118,11 @@ def train(
     summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
     if not summary:  # a torchrun worker other than rank 0
         return
-    print_summary(summary)
-    console.print(f"run folder: [bold]{Path(cfg.runs_dir) / cfg.name}[/bold]")
+    show.run_summary(summary)
+    folder = Path(cfg.runs_dir) / cfg.name
+    _wrote([folder / f for f in ("config.yaml", "split.json", "metrics.jsonl", "checkpoints", "model.json",
+                                 "predictions.csv", "evaluation.json", "summary.json", "figures", "report.html")])
+    console.print(f"run folder: [bold]{folder}[/bold]")
 
 
 @app.command()
@@ -132,37 +132,21 @@ def evaluate(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
 ) -> None:
-    """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity, calibration."""
+    """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity (binary: PPV, NPV, confusion)."""
     from cxrlab.run import RunFolder
     from cxrlab.runio import atomic_write_json
     from cxrlab.workflows import evaluate_run
 
     ev = evaluate_run(run, n_boot=n_boot, seed=seed)
-    task = RunFolder(run).read_model_record().task
-    written = [RunFolder(run).evaluation_file]
+    folder = RunFolder(run)
+    task = folder.read_model_record().task
+    show.evaluation(run, ev, task)
+    thresholds = task != "multiclass" and folder.has_predictions("val")  # re-chosen on validation
+    written = [folder.evaluation_file, *([folder.model_json] if thresholds else []), folder.figures]
+    if folder.report_file.is_file():
+        written.append(folder.report_file)
     if json_out:
         written.append(atomic_write_json(json_out, ev))
-    t = Table(title=f"{run}: test split (n = {ev['n']})")
-    if task == "multiclass":
-        for col in ("class", "precision", "recall", "F1", "AUC"):
-            t.add_column(col, justify="left" if col == "class" else "right")
-        for lab, d in ev["per_class"].items():
-            t.add_row(lab, *(_fmt(d[k]) for k in ("precision", "recall", "f1", "auc")))
-        console.print(t)
-        a = ev["accuracy"]
-        console.print(f"accuracy {a['value']:.3f} (95% CI {a['ci_low']:.3f}-{a['ci_high']:.3f})")
-        _wrote(written)
-        return
-    for col in ("label", "AUC", "95% CI", "sens.", "spec.", "ECE"):
-        t.add_column(col, justify="left" if col == "label" else "right")
-    for lab, d in ev["per_label"].items():
-        t.add_row(lab, _fmt(d["auc"]), f"{d['ci_low']:.3f}-{d['ci_high']:.3f}", _fmt(d["sensitivity"]),
-                  _fmt(d["specificity"]), _fmt(d["ece"]))
-    t.add_section()
-    for k in ("macro_auc", "micro_auc"):
-        d = ev[k]
-        t.add_row(k.split("_")[0], _fmt(d["auc"]), f"{_fmt(d['ci_low'])}-{_fmt(d['ci_high'])}", "", "", "")
-    console.print(t)
     _wrote(written)
 
 
@@ -170,31 +154,24 @@ def evaluate(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run folders; each is compared with the first.")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The HTML page (default RUN_A/compare.html).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the macro-AUC difference.")] = 1000,
 ) -> None:
-    """DeLong test per label (with Holm adjustment) and paired bootstrap of the macro-AUC difference."""
+    """DeLong test per label (Holm-adjusted), paired bootstrap of the macro-AUC difference; an HTML page
+    with overlaid ROC curves and a forest plot of the differences."""
     from cxrlab.runio import atomic_write_json
     from cxrlab.workflows import compare_runs
+    from cxrlab.workflows.evaluate import compare_page
 
     if len(runs) < 2:
         raise CxrlabError("compare needs at least two run folders")
-    results = []
-    for other in runs[1:]:
-        r = compare_runs(runs[0], other, n_boot=n_boot)
-        results.append(r)
-        t = Table(title=f"{runs[0]} vs {other} (n = {r['n']})")
-        for col in ("label", "AUC A", "AUC B", "diff", "p (DeLong)", "p (Holm)"):
-            t.add_column(col, justify="left" if col == "label" else "right")
-        for lab, d in r["per_label"].items():
-            t.add_row(lab, _fmt(d["auc_a"]), _fmt(d["auc_b"]), f"{d['diff']:+.3f}", f"{d['p']:.3g}",
-                      f"{d['p_holm']:.3g}")
-        console.print(t)
-        m = r["macro_auc_difference"]
-        console.print(f"macro AUC difference {m['diff_mean']:+.4f} (95% CI {m['ci_low']:+.4f} to "
-                      f"{m['ci_high']:+.4f}), paired bootstrap p = {m['p']:.3g}")
-        console.print(r["note"])
+    results = [compare_runs(runs[0], other, n_boot=n_boot) for other in runs[1:]]
+    for r in results:
+        show.comparison(r)
+    written = [compare_page(runs[0], runs[1:], results, out)]
     if json_out:
-        atomic_write_json(json_out, results if len(results) > 1 else results[0])
+        written.append(atomic_write_json(json_out, results if len(results) > 1 else results[0]))
+    _wrote(written)
 
 
 @app.command()
@@ -211,6 +188,8 @@ def explain(
 
     labs = [x.strip() for x in labels.split(",")] if labels else None
     _wrote(explain_images(run, images, out, method=method, labels=labs, top=top))
+    if out is None and (run / "report.html").is_file():
+        _wrote([run / "report.html"])  # the report shows RUN/explain
 
 
 @app.command()
@@ -229,17 +208,10 @@ def localize(
     from cxrlab.workflows import localize_run
 
     s = localize_run(run, boxes, method=method, threshold=threshold, min_iou=iou, max_cases=max_images)
-    t = Table(title=f"{run}: {method} boxes, IoU >= {iou} ({s['cases']} cases)")
-    for col in ("class", "n", "accuracy", "random acc.", "precision", "random prec."):
-        t.add_column(col, justify="left" if col == "class" else "right")
-    for lab, d in s["per_class"].items():
-        t.add_row(lab, str(d["n"]), *(_fmt(d[k]) for k in ("accuracy", "random_accuracy", "precision",
-                                                            "random_precision")))
-    t.add_section()
-    t.add_row("mean", str(s["cases"]), _fmt(s["mean_accuracy"]), _fmt(s["random_mean_accuracy"]),
-              _fmt(s["mean_precision"]), _fmt(s["random_mean_precision"]))
-    console.print(t)
-    written = [RunFolder(run).localization_file(method)]
+    show.localization(run, s, method, iou)
+    folder = RunFolder(run)
+    written = [folder.localization_file(method), *sorted(folder.figures.glob(f"*_{method}.png")),
+               folder.report_file]
     if json_out:
         written.append(atomic_write_json(json_out, s))
     _wrote(written)
@@ -248,7 +220,7 @@ def localize(
 @app.command()
 def uncertainty(
     run: Annotated[Path, typer.Argument(help="Run folder (trained with model.dropout > 0).")],
-    passes: Annotated[int, typer.Option(help="Stochastic forward passes (seed 003: 25 or 100).")] = 25,
+    passes: Annotated[int, typer.Option(help="Stochastic forward passes (the fusion project report used 25 or 100).")] = 25,
     threshold: Annotated[float, typer.Option(help="Std above which a prediction is 'uncertain'.")] = 0.1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary here.")] = None,
 ) -> None:
@@ -258,14 +230,9 @@ def uncertainty(
     from cxrlab.workflows import uncertainty_run
 
     s = uncertainty_run(run, passes, threshold)
-    t = Table(title=f"{run}: MC dropout, {passes} passes, std > {threshold} = uncertain")
-    for col in ("label", "uncertain", "AUC all", "AUC confident", "AUC uncertain"):
-        t.add_column(col, justify="left" if col == "label" else "right")
-    for lab, d in s["per_label"].items():
-        t.add_row(lab, f"{d['uncertain_fraction']:.1%}", _fmt(d["auc_all"]), _fmt(d["auc_confident"]),
-                  _fmt(d["auc_uncertain"]))
-    console.print(t)
-    written = [RunFolder(run).uncertainty_file]
+    show.uncertainty(run, s, passes, threshold)
+    folder = RunFolder(run)
+    written = [folder.uncertainty_file, folder.figures / "mc_dropout_std.png", folder.report_file]
     if json_out:
         written.append(atomic_write_json(json_out, s))
     _wrote(written)
@@ -282,12 +249,16 @@ def ensemble(
     from cxrlab.workflows import ensemble_runs
 
     path = ensemble_runs(runs, out, how=how, by=by)
-    console.print(f"wrote {path / 'predictions.csv'}; next: cxrlab evaluate {path}")
+    _wrote([p for p in (path / "model.json", path / "predictions.csv", path / "predictions_val.csv") if p.is_file()])
+    console.print(f"next: cxrlab evaluate {path}")
 
 
 from cxrlab.cli_data import data_app  # noqa: E402  (a sub-app of its own module)
 
 app.add_typer(data_app, name="data")
+from cxrlab.cli_study import study_app  # noqa: E402
+
+app.add_typer(study_app, name="study")
 
 
 @app.command()
@@ -306,7 +277,8 @@ def prepare(
     cache = prepare_dataset(cfg)
     mb = cache.images.nbytes / 2**20
     console.print(f"cache ready: {len(cache.ids)} images at {cfg.data.image_size} px, {mb:.0f} MiB, "
-                  f"{time.perf_counter() - tic:.1f} s\n{cache.folder}")
+                  f"{time.perf_counter() - tic:.1f} s")
+    _wrote([cache.folder])
 
 
 @app.command()
@@ -315,22 +287,57 @@ def predict(
     images: Annotated[list[Path], typer.Option("--images", "-i", help="Image files (PNG/JPEG/DICOM), folders (recursive) or a CSV with a path column; repeatable.")],
     engine: Annotated[str, typer.Option(help="torch, or onnx (after cxrlab export).")] = "torch",
     tta: Annotated[bool, typer.Option(help="Average with the mirrored image.")] = False,
-    csv: Annotated[Path | None, typer.Option(help="Write the predictions as CSV.")] = None,
+    csv: Annotated[Path | None, typer.Option(hidden=True, help="Old name of --out (a .csv file).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the predictions to FILE.csv or FILE.json.")] = None,
+    show: Annotated[int, typer.Option(help="Print at most this many rows.")] = 30,
 ) -> None:
-    """Probabilities per label and the predicted labels (at the thresholds chosen on validation)."""
-    from cxrlab.runio import atomic_write
-    from cxrlab.workflows import predict_images
+    """Probabilities per label, the predicted labels (at the thresholds chosen on validation), OOD score."""
+    from cxrlab.workflows.predict import predict_images, save_predictions
 
     table = predict_images(run, images, engine=engine, tta=tta)
     t = Table(title=f"{run} ({engine})")
     t.add_column("image")
     t.add_column("prediction")
-    for _, row in table.iterrows():
-        t.add_row(Path(row["image"]).name, row["prediction"])
+    has_ood = "ood_score" in table.columns
+    if has_ood:
+        t.add_column("OOD score", justify="right")
+    for _, row in table.head(show).iterrows():
+        ood = [f"{row['ood_score']:.1f}" + (" [yellow]unusual[/yellow]" if row["ood_flag"] else "")] if has_ood else []
+        t.add_row(Path(row["image"]).name, row["prediction"], *ood)
     console.print(t)
-    if csv:
-        atomic_write(csv, lambda tmp: table.to_csv(tmp, index=False))
-        console.print(f"wrote {csv}")
+    if len(table) > show:
+        console.print(f"... and {len(table) - show} more rows")
+    _wrote([save_predictions(table, p) for p in (csv, out) if p])
+
+
+@app.command()
+def card(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+    """Write RUN/card.md and RUN/metadata.json (fits RUN/ood.json first for runs trained without it)."""
+    from cxrlab.workflows.card import write_card
+
+    _wrote(write_card(run))
+
+
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    engine: Annotated[str, typer.Option(help="auto (ONNX Runtime when RUN/model.onnx exists) | torch | onnx")] = "auto",
+    token: Annotated[str | None, typer.Option(envvar="CXRLAB_TOKEN", help="Require 'Authorization: Bearer T'.")] = None,
+    max_files: Annotated[int, typer.Option(help="Images per request.")] = 16,
+    max_file_mb: Annotated[int, typer.Option(help="Size of one upload in MiB.")] = 32,
+    max_pending: Annotated[int, typer.Option(help="Requests admitted at once; more get 503.")] = 32,
+) -> None:
+    """A local web page and JSON API for a run: predict, explain, model card, OOD warning."""
+    from cxrlab.serve.app import serve_run
+    from cxrlab.serve.limits import Limits
+
+    limits = Limits(max_files=max_files, max_file_bytes=max_file_mb * 2**20,
+                    max_body_bytes=max(64, 2 * max_file_mb) * 2**20, max_pending=max_pending)
+    serve_run(run, host, port, engine, token, limits,
+              announce=lambda url: console.print(f"serving {run} at [bold]{url}[/bold] (API docs {url}docs); "
+                                                 "Ctrl+C stops"))
 
 
 @app.command()

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cxrlab.errors import CxrlabError
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -41,15 +43,28 @@ def data_sources() -> None:
 
 
 @data_app.command("summary")
-def data_summary(source: SourceOpt, root: RootOpt, labels: LabelsOpt = None, option: OptionOpt = None,
+def data_summary(source: Annotated[str | None, typer.Option("--source", "-s", help="Source name (cxrlab data sources).")] = None,
+                 root: Annotated[Path | None, typer.Option("--root", "-r", help="Dataset folder (or file for csv/npz).")] = None,
+                 labels: LabelsOpt = None, option: OptionOpt = None,
+                 run: Annotated[Path | None, typer.Option(help="A run folder: show the split it trained on (split.json).")] = None,
                  json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON.")] = None,
                  seed: Annotated[int, typer.Option(help="Seed for splits made by cxrlab.")] = 0) -> None:
-    """Class distribution per split, images, patients and patient overlap (like seed 001's Table 1)."""
+    """Images, patients, positives and prevalence per split, and patient overlap (like Wollek et al. 2023,
+    Table 1); of a dataset (--source, --root) or of a run's own split (--run)."""
     from cxrlab.data.summary import summarize
     from cxrlab.runio import atomic_write_json
 
-    s = summarize(_manifest(source, root, labels, option, seed))
-    t = Table(title=f"{source} at {root}  ({s['images']} images, {s['patients']} patients)")
+    if run is not None:
+        from cxrlab.workflows.facts import run_split_summary
+
+        s = run_split_summary(run)
+        title = f"run {run}: its split ({s['images']} images, {s['patients']} patients)"
+    elif source and root:
+        s = summarize(_manifest(source, root, labels, option, seed))
+        title = f"{source} at {root}  ({s['images']} images, {s['patients']} patients)"
+    else:
+        raise CxrlabError("data summary needs --source and --root, or --run RUN")
+    t = Table(title=title)
     t.add_column("label")
     for sp in ("train", "val", "test"):
         t.add_column(sp, justify="right")
@@ -58,13 +73,25 @@ def data_summary(source: SourceOpt, root: RootOpt, labels: LabelsOpt = None, opt
         for sp in ("train", "val", "test"):
             d = s["splits"][sp]
             unc = d["uncertain"][lab]
-            cells.append(f"{d['positive'][lab]}" + (f" (+{unc} unc.)" if unc else ""))
+            prev = d.get("prevalence", {}).get(lab)
+            cells.append(f"{d['positive'][lab]}" + (f" ({prev:.1%})" if prev is not None and prev == prev else "")
+                         + (f" (+{unc} unc.)" if unc else ""))
         t.add_row(lab, *cells)
     t.add_section()
     t.add_row("images", *[str(s["splits"][sp]["images"]) for sp in ("train", "val", "test")])
     t.add_row("patients", *[str(s["splits"][sp]["patients"]) for sp in ("train", "val", "test")])
     console.print(t)
-    console.print("patient overlap between splits: " + ", ".join(f"{k} {v}" for k, v in s["patient_overlap"].items()))
+    console.print("positives per label (prevalence = positives / images)")
+    if s.get("split_method"):
+        console.print(f"split: {s['split_method']}", highlight=False, soft_wrap=True)
+    overlap = ", ".join(f"{k} {v}" for k, v in s["patient_overlap"].items())
+    shared = any(s["patient_overlap"].values())
+    console.print(("[red]patients shared between splits:[/red] " if shared else "patient overlap between splits: ")
+                  + overlap, highlight=False)
+    if shared:
+        for k, ids in s.get("overlap_examples", {}).items():
+            if ids:
+                console.print(f"  {k}, e.g. {', '.join(ids)}", highlight=False)
     if json_out:
         atomic_write_json(json_out, s)
         console.print(f"wrote {json_out}")

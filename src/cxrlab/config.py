@@ -53,7 +53,7 @@ class DataConfig(_Strict):
     resize: Literal["squash", "letterbox"] = "squash"
     """Square squash, or pad to square first (keeps the aspect ratio)."""
     clahe: bool = False
-    """Contrast Limited Adaptive Histogram Equalisation at cache time (seed 004)."""
+    """Contrast Limited Adaptive Histogram Equalisation at cache time (Witon, Friedrich & Lobmayr)."""
     clahe_clip: float = Field(2.0, gt=0)
     clahe_tiles: int = Field(8, ge=1)
     max_pixels: int = Field(100_000_000, ge=1024)
@@ -130,7 +130,8 @@ class TrainConfig(_Strict):
     focal_gamma: float = Field(2.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     freeze_epochs: int = Field(0, ge=0)
-    """Two-phase fine-tuning (seed 003): epochs with the backbone frozen, head at ``head_lr``."""
+    """Two-phase fine-tuning (as in the project report "Chest X-Ray Image Classification using Deep
+    Learning approach"): epochs with the backbone frozen, head at ``head_lr``."""
     head_lr: float = Field(1e-3, gt=0)
     finetune_lr: float = Field(1e-5, gt=0)
     """Learning rate of all layers after the frozen phase."""
@@ -149,7 +150,7 @@ class TrainConfig(_Strict):
     early_stop: int = Field(10, ge=1)
     """Stop after this many epochs without improvement of ``early_stop_on``."""
     early_stop_on: Literal["loss", "score"] = "loss"
-    """Validation loss (seed 001) or the selection score (macro AUC / accuracy)."""
+    """Validation loss (Wollek et al. 2023) or the selection score (macro AUC / accuracy)."""
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     """auto (CUDA when available), cpu, cuda, cuda:N or mps."""
     threads: int = Field(0, ge=0)

@@ -13,7 +13,10 @@
       predictions.csv        test-set probabilities next to the true labels (and _val)
       evaluation.json  summary.json  skipped_images.csv
       localization_<method>.json  uncertainty.json  explain/  model.onnx   derived by later commands
-      figures/*.png          plots;  report.html  the report
+      ood.json               out-of-distribution summary of the training features (train, card)
+      card.md  metadata.json the model card and its bundle metadata (card)
+      figures/*.png          plots;  report.html  the report (figures embedded)
+      compare.html           the page of ``cxrlab compare RUN OTHER...`` (by default)
 
 :class:`RunFolder` is the only code that spells these names.  Files derived
 from the best weights are listed in :attr:`RunFolder.DERIVED`; training
@@ -154,7 +157,7 @@ class RunFolder:
     #: Files computed from the best weights: removed together whenever the weights may change.
     DERIVED = ("predictions.csv", "predictions_val.csv", "evaluation.json", "summary.json", "report.html",
                "skipped_images.csv", "model.onnx", "uncertainty.json", "card.md", "metadata.json", "ood.json", "localization_*.json",
-               "figures", "explain")
+               "compare.html", "figures", "explain")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -171,6 +174,10 @@ class RunFolder:
         self.uncertainty_file = self.path / "uncertainty.json"
         self.skipped_file = self.path / "skipped_images.csv"
         self.explain_dir = self.path / "explain"
+        self.compare_file = self.path / "compare.html"
+        self.ood_file = self.path / "ood.json"
+        self.card_file = self.path / "card.md"
+        self.metadata_file = self.path / "metadata.json"
 
     def create(self) -> RunFolder:
         self.figures.mkdir(parents=True, exist_ok=True)
@@ -225,6 +232,16 @@ class RunFolder:
         tree = yaml.safe_load(path.read_text()) or {}
         tree.pop("environment", None)
         return build_config(tree, str(path))
+
+    def read_environment(self) -> dict[str, Any]:
+        """The ``environment`` block of ``config.yaml`` (versions, git commit); empty when absent."""
+        import yaml
+
+        if not self.config_file.is_file():
+            return {}
+        tree = yaml.safe_load(self.config_file.read_text()) or {}
+        env = tree.get("environment")
+        return dict(env) if isinstance(env, dict) else {}
 
     def write_split(self, splits: dict[str, list[str]]) -> str:
         digest = lists_hash(splits)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import yaml
-from conftest import run_cli
 
+from conftest import run_cli
 from cxrlab.errors import ConfigError
 from cxrlab.studies.spec import list_presets, load_study
 from cxrlab.workflows.study import plan_study, run_study

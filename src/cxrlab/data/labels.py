@@ -1,6 +1,6 @@
 """Uncertainty policies for labels in {1, 0, -1 (uncertain), NaN (blank)}.
 
-Following CheXpert (Irvin et al. 2019) and seed 000:
+Following CheXpert (Irvin et al. 2019) and Sinha & Agarwal 2025:
 
 * ``ignore``      -1 -> NaN, masked out of the loss (U-Ignore)
 * ``zeros``       -1 -> 0 (U-Zeros)

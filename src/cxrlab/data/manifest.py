@@ -3,7 +3,7 @@
 Columns of ``Manifest.frame``: ``image`` (path relative to ``root``),
 ``patient``, ``view`` (PA/AP/LATERAL or empty), ``split`` (train/val/test),
 and one float column per label with 1, 0, -1 (uncertain) or NaN (not
-mentioned).  ``boxes`` (optional) has ``image, label, x, y, w, h`` in the
+mentioned).  ``split_method`` says how the split was made.  ``boxes`` (optional) has ``image, label, x, y, w, h`` in the
 pixel coordinates of the original image; ``image_sizes`` maps image -> (w, h)
 where the source knows it.
 """
@@ -30,6 +30,8 @@ class Manifest:
     task: str = "multilabel"
     boxes: pd.DataFrame | None = None
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    split_method: str = ""
+    """How the splits were made, in words (set by :func:`cxrlab.data.sources.complete_splits`)."""
 
     def __post_init__(self) -> None:
         missing = [c for c in (*BASE_COLUMNS, *self.labels) if c not in self.frame.columns]

@@ -1,7 +1,8 @@
 """Patient-level splits: official where the dataset has one, else iterative stratification.
 
 A patient never appears in two splits.  Multi-label stratification uses the
-``iterative-stratification`` package (Sechidis et al. 2011; seed 003 uses it
+``iterative-stratification`` package (Sechidis et al. 2011; the project
+report "Chest X-Ray Image Classification using Deep Learning approach" uses it
 for a 70/10/20 split by patient): each patient is one sample whose label
 vector is the union of its images' positive labels.
 

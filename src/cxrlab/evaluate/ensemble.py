@@ -1,4 +1,4 @@
-"""Ensembles of runs and study-level fusion (frontal + lateral views, seed 000)."""
+"""Ensembles of runs and study-level fusion (frontal + lateral views, Sinha & Agarwal 2025)."""
 
 from __future__ import annotations
 

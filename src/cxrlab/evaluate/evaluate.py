@@ -3,6 +3,9 @@
 Works from prediction tables alone (the predictions schema of
 :mod:`cxrlab.run`), so evaluation never needs the model.
 Thresholds are chosen on validation (Youden's J) and only applied to test.
+Binary runs also get the rates at that threshold (accuracy, sensitivity,
+specificity, PPV, NPV) with bootstrap CIs and the confusion matrix; multi-class
+runs per-class CIs and top-label calibration.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sklearn.metrics import (
 )
 
 from cxrlab.evaluate.metrics import macro, per_label_auc
+from cxrlab.evaluate.operating import confusion_counts, multiclass_class_cis, operating_point, rates
 from cxrlab.evaluate.stats import bootstrap_aucs, bootstrap_weights, percentile_ci, weighted_auc
 from cxrlab.run import prob_columns
 
@@ -68,6 +72,22 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(ece), {"confidence": conf, "observed": freq, "count": count}
 
 
+def top_label_calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[float, dict[str, list[float]]]:
+    """Top-label calibration of a multi-class model: is the arg-max class right as often as its probability says?
+
+    Args:
+        y: (N, C) one-hot targets.
+        p: (N, C) class probabilities.
+        bins: equal-width confidence bins.
+
+    Returns:
+        (ECE, reliability curve) as :func:`expected_calibration_error` gives them, with the
+        top probability as the confidence and "the top class is the true one" as the outcome.
+    """
+    correct = (y.argmax(1) == p.argmax(1)).astype(float)
+    return expected_calibration_error(correct, p.max(1), bins)
+
+
 def _micro_auc_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, n_boot: int,
                   seed: int) -> tuple[float, float, float]:
     n, n_labels = y.shape
@@ -85,8 +105,13 @@ def _micro_auc_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, n_boo
 
 
 def evaluate_multilabel(test: pd.DataFrame, labels: list[str], val: pd.DataFrame | None = None,
-                        n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """AUC (per label, macro, micro) with 95% bootstrap CIs, thresholds, sens/spec, AP, ECE."""
+                        n_boot: int = 1000, seed: int = 0, operating: bool = False) -> dict[str, Any]:
+    """AUC (per label, macro, micro) with 95% bootstrap CIs, thresholds, sens/spec, AP, ECE.
+
+    Args:
+        operating: also give each label's ``operating_point`` (accuracy, sensitivity, specificity,
+            PPV, NPV with CIs, confusion counts) at its validation-chosen threshold (binary runs).
+    """
     y, p, groups = split_prediction_table(test, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -107,11 +132,15 @@ def evaluate_multilabel(test: pd.DataFrame, labels: list[str], val: pd.DataFrame
         ap = (float(average_precision_score(y[keep, j], p[keep, j]))
               if len(np.unique(y[keep, j])) == 2 else float("nan"))
         ece, _ = expected_calibration_error(y[:, j], p[:, j])
+        ppv = float(rates(**confusion_counts(y[:, j], p[:, j], thr))["ppv"])
         out["per_label"][lab] = {
             "auc": aucs[lab], "ci_low": lo, "ci_high": hi, "positives": int(np.nansum(y[:, j] == 1)),
             "average_precision": ap, "threshold": thr, "threshold_rule": rule,
-            "sensitivity": sens, "specificity": spec, "ece": ece,
+            "sensitivity": sens, "specificity": spec, "ppv": ppv, "ece": ece,
         }
+        if operating:
+            out["per_label"][lab]["operating_point"] = operating_point(
+                y[:, j], p[:, j], thr, n_boot, np.random.default_rng(seed + 2 + j), groups)
     lo, hi = percentile_ci(macro_boot)
     out["macro_auc"] = {"auc": macro(aucs), "ci_low": lo, "ci_high": hi}
     m, mlo, mhi = _micro_auc_ci(y, p, groups, min(n_boot, 200), seed)
@@ -120,30 +149,49 @@ def evaluate_multilabel(test: pd.DataFrame, labels: list[str], val: pd.DataFrame
 
 
 def evaluate_multiclass(test: pd.DataFrame, labels: list[str], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Accuracy (with CI), confusion matrix, per-class precision/recall/F1 and one-vs-rest AUC."""
+    """Accuracy (with CI), confusion matrix, per-class precision/recall (with CIs), F1, one-vs-rest AUC
+    (with CIs), macro AUC (with CI) and top-label calibration."""
     y, p, groups = split_prediction_table(test, labels)
     true, pred = y.argmax(1), p.argmax(1)
-    cm = confusion_matrix(true, pred, labels=list(range(len(labels))))
-    prec, rec, f1, support = precision_recall_fscore_support(true, pred, labels=list(range(len(labels))),
-                                                             zero_division=0)
+    k = len(labels)
+    cm = confusion_matrix(true, pred, labels=list(range(k)))
+    prec, rec, f1, support = precision_recall_fscore_support(true, pred, labels=list(range(k)), zero_division=0)
     rng = np.random.default_rng(seed)
     w = bootstrap_weights(len(true), n_boot, rng, groups)
     acc_boot = (w * (true == pred)).sum(1) / w.sum(1)
     lo, hi = percentile_ci(acc_boot)
+    cis = multiclass_class_cis(true, pred, k, n_boot, np.random.default_rng(seed + 3), groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         aucs = per_label_auc(y, p, labels)
+        boot = bootstrap_aucs(y, p, n_boot=n_boot, seed=seed, groups=groups)
+        macro_boot = np.nanmean(boot, axis=1)
+    auc_cis = [percentile_ci(boot[:, i]) for i in range(k)]
+    ece, curve = top_label_calibration(y, p)
+    row_sums = np.maximum(cm.sum(1, keepdims=True), 1)
+    per_class = {}
+    for i, lab in enumerate(labels):
+        per_class[lab] = {
+            "precision": float(prec[i]), "precision_ci": [float(v) for v in cis["precision"][i]],
+            "recall": float(rec[i]), "recall_ci": [float(v) for v in cis["recall"][i]],
+            "fpr": float(cis["fpr"][i]), "f1": float(f1[i]), "support": int(support[i]),
+            "average_precision": float(average_precision_score(y[:, i], p[:, i])) if 0 < support[i] < len(y)
+            else float("nan"),
+            "auc": aucs[lab], "auc_ci": [float(v) for v in auc_cis[i]]}
+    mlo, mhi = percentile_ci(macro_boot)
     return {
-        "n": int(len(test)), "accuracy": {"value": float(np.mean(true == pred)), "ci_low": lo, "ci_high": hi},
-        "confusion_matrix": cm.tolist(), "labels": labels,
-        "per_class": {lab: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
-                            "support": int(support[i]), "auc": aucs[lab]} for i, lab in enumerate(labels)},
-        "macro_f1": float(np.mean(f1)), "macro_auc": {"auc": macro(aucs)},
+        "n": int(len(test)), "n_boot": n_boot, "resampling": "patients" if groups is not None else "images",
+        "accuracy": {"value": float(np.mean(true == pred)), "ci_low": lo, "ci_high": hi},
+        "confusion_matrix": cm.tolist(), "confusion_normalised": (cm / row_sums).tolist(), "labels": labels,
+        "per_class": per_class, "macro_f1": float(np.mean(f1)),
+        "macro_auc": {"auc": macro(aucs), "ci_low": mlo, "ci_high": mhi},
+        "calibration": {"kind": "top-label", "ece": ece, "bins": 10, "curve": curve},
     }
 
 
 def evaluate_tables(test: pd.DataFrame, labels: list[str], task: str, val: pd.DataFrame | None = None,
                     n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The evaluation of a task from its prediction tables (binary runs get the operating point too)."""
     if task == "multiclass":
         return evaluate_multiclass(test, labels, n_boot, seed)
-    return evaluate_multilabel(test, labels, val, n_boot, seed)
+    return evaluate_multilabel(test, labels, val, n_boot, seed, operating=task == "binary")

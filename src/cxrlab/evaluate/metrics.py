@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -35,3 +35,10 @@ def roc_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.
     keep = ~np.isnan(y_true)
     fpr, tpr, _ = roc_curve(y_true[keep], y_score[keep])
     return fpr, tpr
+
+
+def pr_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) of the precision-recall curve; NaN targets left out."""
+    keep = ~np.isnan(y_true)
+    precision, recall, _ = precision_recall_curve(y_true[keep], y_score[keep])
+    return recall, precision

@@ -153,11 +153,38 @@ def holm(pvalues: list[float]) -> list[float]:
 
 def paired_bootstrap_macro(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_boot: int = 1000,
                            seed: int = 0, groups: np.ndarray | None = None) -> dict[str, float]:
-    """Macro-AUC difference (a - b) with a paired bootstrap CI and a two-sided p-value."""
+    """Macro-AUC difference (a - b) with a paired bootstrap CI and a two-sided p-value.
+
+    The p-value is twice the share of resamples on the far side of zero; its
+    resolution is ``1 / B`` (B finite resamples).  When no resample crosses zero
+    the estimate is 0, which only says ``p < 1/B``: ``p_resolution`` is stored
+    with it and :func:`format_p` prints it that way (never "p = 0").
+
+    Returns:
+        ``diff_mean``, ``ci_low``, ``ci_high``, ``p``, ``p_resolution`` (1/B) and ``n_boot`` (B).
+    """
     ba = bootstrap_aucs(y, score_a, n_boot, seed, groups)
     bb = bootstrap_aucs(y, score_b, n_boot, seed, groups)  # same seed: same resamples
     d = np.nanmean(ba, axis=1) - np.nanmean(bb, axis=1)
     d = d[np.isfinite(d)]
     lo, hi = percentile_ci(d)
-    p = min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))) if len(d) else float("nan")
-    return {"diff_mean": float(np.mean(d)) if len(d) else float("nan"), "ci_low": lo, "ci_high": hi, "p": float(p)}
+    n = len(d)
+    p = min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))) if n else float("nan")
+    return {"diff_mean": float(np.mean(d)) if n else float("nan"), "ci_low": lo, "ci_high": hi, "p": float(p),
+            "p_resolution": 1.0 / n if n else float("nan"), "n_boot": n}
+
+
+def format_p(p: float | None, resolution: float | None = None) -> str:
+    """A p-value as text: ``p < 0.001`` below a resampling test's resolution ``1/B``, else ``p = 0.0123``.
+
+    Args:
+        p: the p-value (NaN or None gives ``p = n/a``).
+        resolution: the smallest positive p the test can give (``1/B`` for B resamples), if any.
+    """
+    if p is None or p != p:
+        return "p = n/a"
+    if resolution is not None and resolution == resolution and p < resolution:
+        return f"p < {resolution:.3g} (1/{round(1 / resolution)})"
+    if p == 0:  # a normal tail below the smallest double (or a zero-variance test)
+        return "p < 1e-300"
+    return f"p = {p:.3g}"

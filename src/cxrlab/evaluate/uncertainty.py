@@ -1,10 +1,11 @@
 """Monte-Carlo dropout summaries: dropout kept active at test time, N passes.
 
 The passes themselves run on the one inference path
-(:meth:`cxrlab.inference.Predictor.mc_dropout`).  The mean over passes is the prediction; the standard deviation per label is
-the uncertainty; entries with std above a threshold (seed 003: 0.1) are
-flagged "uncertain", and the AUC is reported on the confident and the
-uncertain entries separately.
+(:meth:`cxrlab.inference.Predictor.mc_dropout`).  The mean over passes is
+the prediction; the standard deviation per label is the uncertainty; entries
+with std above a threshold (0.1 in the project report "Chest X-Ray Image
+Classification using Deep Learning approach") are flagged "uncertain", and
+the AUC is reported on the confident and the uncertain entries separately.
 """
 
 from __future__ import annotations

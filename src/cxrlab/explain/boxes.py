@@ -1,6 +1,6 @@
 """Heatmap -> boxes, IoU and localisation scoring (pure array code).
 
-Following seed 001 (Wollek et al., Tables 4/5): a heatmap is min-max
+Following Wollek et al. 2023 (Tables 4/5): a heatmap is min-max
 normalised, thresholded (default 0.5), and each connected component becomes a
 box.  A detection is a true positive when its IoU with a ground-truth box of the
 same class is at least ``iou`` (default 0.1).  Per class we report the mean

@@ -9,7 +9,7 @@ calls ``model.eval()`` on the caller's model; we undo that).
 method         what
 =============  =================================================================
 ``gradcam``    captum ``LayerGradCam`` on the last conv block, ReLU, bilinear
-               upsampling (seed 004 calls it LayerGradCam; alias ``layergradcam``)
+               upsampling (Witon, Friedrich & Lobmayr call it LayerGradCam; alias ``layergradcam``)
 ``gradcam++``  pytorch-grad-cam ``GradCAMPlusPlus`` on the same layer
 ``saliency``   captum ``Saliency``: absolute input gradient, max over channels
 =============  =================================================================

@@ -95,6 +95,7 @@ def localize(predictor: Predictor, layer: nn.Module, images: Any, image_ids: lis
             "precision": float(np.mean([cases[i].precision for i in ks])),
             "random_accuracy": float(np.mean([rand_hit[i] for i in ks])),
             "random_precision": float(np.mean([rand_prec[i] for i in ks])),
+            "mean_box_area": float(np.mean([b[2] * b[3] for i in ks for b in cases[i].truth])),
         }
 
     def mean_of(key: str) -> float:

@@ -1,4 +1,5 @@
-"""DenseNet-121 + EfficientNet-B3 cross-attention fusion (seed 003).
+"""DenseNet-121 + EfficientNet-B3 cross-attention fusion (the project report "Chest X-Ray Image
+Classification using Deep Learning approach").
 
 Both backbones (timm, ``features_only``) see the same image; the last feature
 map of each is projected by a 1x1 convolution to ``dim`` (256) channels.  Each

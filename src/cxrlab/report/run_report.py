@@ -1,4 +1,11 @@
-"""The report of one run: setup, classification with CIs, training, calibration, localisation."""
+"""The report of one run: setup, data and leakage, classification with CIs, training, calibration,
+localisation, uncertainty and explanations; one self-contained ``report.html``.
+
+:func:`render_report` reads only the run folder (through :class:`RunFolder`),
+so it can be re-rendered at any time; figures are drawn by
+:func:`write_run_figures` (training) and :func:`write_evaluation_figures`
+(training and ``cxrlab evaluate``).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,10 @@ import numpy as np
 
 from cxrlab.config import ExperimentConfig
 from cxrlab.evaluate.evaluate import expected_calibration_error
-from cxrlab.report import plots
+from cxrlab.report import plots, plots_eval
+from cxrlab.report.classification import classification_section
 from cxrlab.report.html import figure, table, write_report
+from cxrlab.report.setup import data_section, loss_name, setup_section
 from cxrlab.run import RunFolder
 
 
@@ -28,45 +37,63 @@ def pick_cases(cases: list[Any], n: int) -> list[Any]:
     return out
 
 
-def _ci(d: dict[str, Any], key: str = "auc") -> str:
-    v, lo, hi = d.get(key, d.get("value")), d.get("ci_low"), d.get("ci_high")
-    if v is None or v != v:
-        return "n/a"
-    return f"{v:.3f} ({lo:.3f}-{hi:.3f})" if lo is not None and lo == lo else f"{v:.3f}"
+def _num(v: Any) -> float:
+    """A number of evaluation.json (NaN is stored as null)."""
+    return float("nan") if v is None else float(v)
 
 
-def classification_section(ev: dict[str, Any], task: str) -> str:
+def write_evaluation_figures(run: RunFolder, task: str, labels: list[str], y_true: np.ndarray, probs: np.ndarray,
+                             evaluation: dict[str, Any]) -> list[Path]:
+    """ROC (with operating points), PR, calibration (with bin counts) and, for binary and multi-class
+    runs, the confusion matrix; returns the files written."""
+    f = run.figures
+    f.mkdir(parents=True, exist_ok=True)
     if task == "multiclass":
-        rows = [[lab, d["support"], d["precision"], d["recall"], d["f1"], d["auc"]]
-                for lab, d in ev["per_class"].items()]
-        return (f"<p>Accuracy {_ci(ev['accuracy'], 'value')} (95% bootstrap CI), macro F1 "
-                f"{ev['macro_f1']:.3f}, macro one-vs-rest AUC {ev['macro_auc']['auc']:.3f}; n = {ev['n']}.</p>"
-                + table(["class", "n", "precision", "recall", "F1", "AUC"], rows)
-                + figure("figures/confusion.png", "confusion matrix") + figure("figures/roc.png", "ROC curves"))
-    rows = [[lab, d["positives"], _ci(d), d["average_precision"], f"{d['threshold']:.3f} ({d['threshold_rule']})",
-             d["sensitivity"], d["specificity"], d["ece"]] for lab, d in ev["per_label"].items()]
-    rows.append(["macro", "", _ci(ev["macro_auc"]), "", "", "", "", ""])
-    rows.append(["micro", "", _ci(ev["micro_auc"]), "", "", "", "", ""])
-    return (f"<p>AUC with 95% bootstrap CIs ({ev['n_boot']} resamples of {ev['resampling']}); thresholds "
-            "chosen on validation (Youden's J) and applied to test; ECE with 10 bins.</p>"
-            + table(["label", "positives", "AUC (95% CI)", "AP", "threshold", "sensitivity", "specificity",
-                     "ECE"], rows)
-            + figure("figures/roc.png", "ROC curves") + figure("figures/reliability.png", "calibration"))
+        per = evaluation["per_class"]
+        aucs = {lab: _num(per[lab]["auc"]) for lab in labels}
+        aps = {lab: _num(per[lab].get("average_precision")) for lab in labels}
+        roc_pts = {lab: (_num(per[lab]["fpr"]), _num(per[lab]["recall"])) for lab in labels if "fpr" in per[lab]}
+        pr_pts = {lab: (_num(per[lab]["recall"]), _num(per[lab]["precision"])) for lab in labels
+                  if per[lab]["recall"] or per[lab]["precision"]}  # a class never predicted has no PR point
+        curve = (evaluation.get("calibration") or {}).get("curve")
+        out = [plots_eval.confusion(evaluation["confusion_matrix"], labels, f / "confusion.png"),
+               plots_eval.roc_curves(y_true, probs, labels, aucs, f / "roc.png", roc_pts, one_vs_rest=True,
+                                     point_name="arg-max decisions"),
+               plots_eval.pr_curves(y_true, probs, labels, aps, f / "pr.png", pr_pts, one_vs_rest=True,
+                                    point_name="arg-max decisions")]
+        if curve:
+            out.append(plots_eval.reliability({"top label": curve}, f / "reliability.png",
+                                              title="Top-label calibration (test split)",
+                                              xlabel="confidence (probability of the top class)",
+                                              ylabel="accuracy (top class is the true one)"))
+        return out
+    per = evaluation["per_label"]
+    aucs = {lab: _num(per[lab]["auc"]) for lab in labels}
+    aps = {lab: _num(per[lab]["average_precision"]) for lab in labels}
+    roc_pts = {lab: (1 - _num(per[lab]["specificity"]), _num(per[lab]["sensitivity"])) for lab in labels}
+    pr_pts = {lab: (_num(per[lab]["sensitivity"]), _num(per[lab]["ppv"])) for lab in labels if "ppv" in per[lab]}
+    curves = {lab: expected_calibration_error(y_true[:, i], probs[:, i])[1] for i, lab in enumerate(labels)}
+    out = [plots_eval.roc_curves(y_true, probs, labels, aucs, f / "roc.png", roc_pts,
+                                 point_name="at the threshold"),
+           plots_eval.pr_curves(y_true, probs, labels, aps, f / "pr.png", pr_pts, point_name="at the threshold"),
+           plots_eval.reliability(curves, f / "reliability.png")]
+    if task == "binary" and len(labels) == 1 and "operating_point" in per[labels[0]]:
+        op, lab = per[labels[0]]["operating_point"], labels[0]
+        c = op["confusion"]
+        out.append(plots_eval.confusion([[c["tn"], c["fp"]], [c["fn"], c["tp"]]], [f"no {lab}", lab],
+                                        f / "confusion.png",
+                                        title=f"Confusion matrix at threshold {op['threshold']:.3f} (test split)"))
+    return out
 
 
 def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, Any],
                       history: list[dict[str, Any]], y_true: np.ndarray, probs: np.ndarray,
                       labels: list[str], cases: list[Any], images: np.ndarray,
                       evaluation: dict[str, Any]) -> None:
-    """The figures of a freshly trained run (the report links whatever figures exist)."""
+    """The figures of a freshly trained run (the report embeds whatever figures exist)."""
     f = run.figures
-    plots.training_curves(history, f / "training_curves.png")
-    plots.roc_curves(y_true, probs, labels, summary["per_label_auc"], f / "roc.png")
-    if cfg.task == "multiclass":
-        plots.confusion(evaluation["confusion_matrix"], labels, f / "confusion.png")
-    else:
-        curves = {lab: expected_calibration_error(y_true[:, i], probs[:, i])[1] for i, lab in enumerate(labels)}
-        plots.reliability(curves, f / "reliability.png")
+    plots.training_curves(history, f / "training_curves.png", loss_name(cfg), len(labels))
+    write_evaluation_figures(run, cfg.task, labels, y_true, probs, evaluation)
     loc = summary.get("localization")
     if loc:
         plots.localization_bars(loc, f / "localization.png")
@@ -75,7 +102,8 @@ def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, 
             plots.cam_overlays(chosen, images, f / "cam_overlays.png")
 
 
-def localization_section(loc: dict[str, Any], bars: str, overlays: str | None) -> str:
+def localization_section(loc: dict[str, Any], bars: Path, overlays: Path | None) -> str:
+    """CAM box scores per class against random boxes, with the bar chart and the overlays."""
     rows = [[lab, v["n"], v["accuracy"], v["random_accuracy"], v["precision"], v["random_precision"]]
             for lab, v in loc["per_class"].items()]
     rows.append(["mean", loc["cases"], loc["mean_accuracy"], loc["random_mean_accuracy"],
@@ -87,13 +115,23 @@ def localization_section(loc: dict[str, Any], bars: str, overlays: str | None) -
             + figure(bars, "localization accuracy") + (figure(overlays, "CAM overlays") if overlays else ""))
 
 
-def uncertainty_section(u: dict[str, Any]) -> str:
+def uncertainty_section(u: dict[str, Any], fig: Path) -> str:
+    """MC-dropout summary per label with the std histogram."""
     rows = [[lab, f"{d['uncertain_fraction']:.1%}", d["mean_std"], d["auc_all"], d["auc_confident"],
              d["auc_uncertain"]] for lab, d in u["per_label"].items()]
     return (f"<p>Monte-Carlo dropout, {u['passes']} passes; a prediction is uncertain when its std exceeds "
             f"{u['threshold']}.</p>"
             + table(["label", "uncertain", "mean std", "AUC all", "AUC confident", "AUC uncertain"], rows)
-            + figure("figures/mc_dropout_std.png", "MC dropout std histogram"))
+            + figure(fig, "MC dropout std histogram"))
+
+
+def _subtitle(task: str, summary: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
+    if task == "multiclass" and evaluation:
+        return f"accuracy {evaluation['accuracy']['value']:.3f} on the test split"
+    auc = summary.get("macro_auc")
+    if not isinstance(auc, float) or auc != auc:
+        return ""
+    return f"{'AUC' if task == 'binary' else 'macro AUC'} {auc:.3f} on the test split"
 
 
 def render_report(run: RunFolder) -> Path:
@@ -102,35 +140,35 @@ def render_report(run: RunFolder) -> Path:
     cfg = run.read_config()
     summary = run.read_json(run.summary_file) or {}
     evaluation = run.read_json(run.evaluation_file)
+    model_json = run.read_model_json()
+    history = run.read_metrics()
+    labels = model_json.get("labels", cfg.data.labels or [])
     fig = run.figures
-    sections = [
-        ("Setup", table(["setting", "value"], [
-            ["model", cfg.model.name], ["data", f"{cfg.data.source} at {cfg.data.root}"],
-            ["task", cfg.task], ["image size", cfg.data.image_size],
-            ["images train/val/test", "/".join(str(v) for v in summary.get("n_images", {}).values())],
-            ["epochs run (best)", f"{summary.get('epochs_run')} ({summary.get('best_epoch')})"],
-            ["seed", cfg.seed]])),
-    ]
+    sections = [("Setup", setup_section(cfg, summary, model_json, run.read_environment(), history)),
+                ("Data and splits", data_section(summary.get("data") or {}, labels, cfg.task))]
     if evaluation:
-        sections.append(("Classification (test split)", classification_section(evaluation, cfg.task)))
-    sections.append(("Training", figure("figures/training_curves.png", "training curves")))
+        sections.append(("Classification (test split)", classification_section(evaluation, cfg.task, fig)))
+    sections.append(("Training", figure(fig / "training_curves.png", "training curves",
+                                        "The vertical line marks the epoch whose weights are checkpoints/best.")))
     loc = summary.get("localization")
     if loc:
-        overlays = "figures/cam_overlays.png" if (fig / "cam_overlays.png").is_file() else None
-        sections.append(("Localisation", localization_section(loc, "figures/localization.png", overlays)))
+        over = fig / "cam_overlays.png"
+        sections.append(("Localisation", localization_section(loc, fig / "localization.png",
+                                                              over if over.is_file() else None)))
     for path in run.localization_files():
         method = path.stem.split("_", 1)[1]
-        over = f"figures/cam_overlays_{method}.png"
+        over = fig / f"cam_overlays_{method}.png"
         sections.append((f"Localisation ({method}, cxrlab localize)",
-                         localization_section(json.loads(path.read_text()), f"figures/localization_{method}.png",
-                                              over if (run.path / over).is_file() else None)))
+                         localization_section(json.loads(path.read_text()), fig / f"localization_{method}.png",
+                                              over if over.is_file() else None)))
     unc = run.read_json(run.uncertainty_file)
     if unc:
-        sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc)))
+        sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc, fig / "mc_dropout_std.png")))
     shots = sorted(run.explain_dir.glob("*.png"))
     if shots:
         sections.append(("Explanations (cxrlab explain)",
-                         "".join(figure(f"explain/{p.name}", p.stem) for p in shots[:24])))
-    macro_auc = summary.get("macro_auc")
-    sub = f"macro AUC {macro_auc:.3f} on the test split" if isinstance(macro_auc, float) else ""
-    return write_report(run.report_file, f"cxrlab run: {cfg.name}", sections, subtitle=sub)
+                         "<p>Each panel: the label, its probability, whether the model predicts it at the "
+                         "run's threshold, and the truth where the image is in the run's test or validation "
+                         "split.</p>" + "".join(figure(p, p.stem) for p in shots[:24])))
+    return write_report(run.report_file, f"cxrlab run: {cfg.name}", sections,
+                        subtitle=_subtitle(cfg.task, summary, evaluation))

@@ -89,14 +89,15 @@ def published_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         r = data["cells"].get(cell)
         if r is None:
             continue
-        metric, d = _headline(r)
-        key = "auc" if "auc" in (d or {}) else "value"
-        for what, value, ours in ([("macro" if metric == "macro AUC" else metric, pub.get("macro"), d)]
-                                  + [(lab, v, r["per_label"].get(lab)) for lab, v in pub.get("labels", {}).items()]):
+        # published ``macro`` is the macro AUC, ``accuracy`` the accuracy (multi-class / binary cells)
+        for what, value, ours, key in ([("macro", pub.get("macro"), r.get("macro_auc"), "auc"),
+                                        ("accuracy", pub.get("accuracy"), r.get("accuracy"), "value")]
+                                       + [(lab, v, r["per_label"].get(lab), "auc")
+                                          for lab, v in pub.get("labels", {}).items()]):
             if value is None or (what not in ("macro", "accuracy") and what not in r["per_label"]):
                 continue
-            mine = (ours or {}).get(key if what in ("macro", "accuracy") else "auc")
-            rows.append([cell, what, _f(value), _ci(ours, key if what in ("macro", "accuracy") else "auc"),
+            mine = (ours or {}).get(key)
+            rows.append([cell, what, _f(value), _ci(ours, key),
                          f"{mine - value:+.3f}" if isinstance(mine, float) else "n/a"])
     return head, rows
 

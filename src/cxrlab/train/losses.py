@@ -6,7 +6,7 @@ name               what
 ``bce``            binary cross-entropy per label, NaN targets masked
 ``weighted_bce``   BCE with ``pos_weight = negatives / positives`` per label from the
                    training split (rare labels weigh more)
-``focal``          focal loss (Lin et al. 2017), alpha 0.25, gamma 2 as in seed 003
+``focal``          focal loss (Lin et al. 2017), alpha 0.25, gamma 2 as in the fusion report
 ``ce``             cross-entropy for one-hot targets (multi-class), label smoothing optional
 =================  ===============================================================
 """

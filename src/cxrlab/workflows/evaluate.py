@@ -7,8 +7,9 @@ from typing import Any
 
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.compare import compare_tables
-from cxrlab.evaluate.evaluate import evaluate_tables
-from cxrlab.report.run_report import render_report
+from cxrlab.evaluate.evaluate import evaluate_tables, split_prediction_table
+from cxrlab.report.compare_report import render_comparison
+from cxrlab.report.run_report import render_report, write_evaluation_figures
 from cxrlab.run import RunFolder
 from cxrlab.workflows.experiment import record_thresholds
 
@@ -17,7 +18,7 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     """Re-evaluate a run: AUCs with CIs, validation-chosen thresholds, calibration.
 
     Writes ``evaluation.json``, stores the thresholds chosen on validation in
-    ``model.json`` (as training does) and refreshes the report.
+    ``model.json`` (as training does), redraws the evaluation figures and refreshes the report.
     """
     if n_boot < 10:
         raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
@@ -29,6 +30,8 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     run.write_json(run.evaluation_file, ev)
     if val is not None:
         record_thresholds(run, ev, rec.task)
+    y, p, _ = split_prediction_table(test, rec.labels)
+    write_evaluation_figures(run, rec.task, rec.labels, y, p, ev)
     if run.config_file.is_file():
         render_report(run)
     return ev
@@ -39,3 +42,17 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 1000, seed:
     a, b = RunFolder(run_a), RunFolder(run_b)
     return compare_tables(a.read_predictions(), b.read_predictions(), a.read_model_record().labels,
                           b.read_model_record().labels, str(run_a), str(run_b), n_boot=n_boot, seed=seed)
+
+
+def compare_page(run_a: str | Path, others: list[str | Path], results: list[dict[str, Any]],
+                 out: str | Path | None = None) -> Path:
+    """The HTML page of :func:`compare_runs` results (overlaid ROCs, forest plot of AUC differences).
+
+    Args:
+        run_a: the run every other was compared with.
+        others: the other runs, in the order of ``results``.
+        out: the page (default ``RUN_A/compare.html``).
+    """
+    first = RunFolder(run_a)
+    path = Path(out) if out is not None else first.compare_file
+    return render_comparison(first, [RunFolder(o) for o in others], results, path)

@@ -34,6 +34,8 @@ from cxrlab.run import ModelRecord, RunFolder, prediction_table, prob_columns
 from cxrlab.train import distributed
 from cxrlab.train.loop import ArraySplit, fit, resolve_device
 from cxrlab.workflows.common import build_manifest, geometries, preprocess_of
+from cxrlab.workflows.facts import device_record, split_summary
+from cxrlab.workflows.ood import fit_ood
 
 log = logging.getLogger(__name__)
 
@@ -198,13 +200,14 @@ def _predictor(cfg: ExperimentConfig, model: torch.nn.Module) -> Predictor:
 
 def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, data: RunData,
                manifest: Manifest, tic: float) -> dict[str, Any]:
-    """Test and validation predictions, evaluation, thresholds, localisation, figures, report."""
+    """Test and validation predictions, OOD summary, evaluation, thresholds, localisation, figures, report."""
     labels, predictor = data.labels, _predictor(cfg, model)
     tables = {}
     for s in ("test", "val"):
         probs = predictor.probabilities(data.splits[s].images, tta=cfg.evaluate.tta)
         tables[s] = prediction_table(data.frames[s], data.splits[s].targets.numpy(), probs, labels)
         run.write_predictions(tables[s], s)
+    fit_ood(run, predictor, data.splits["train"].images, data.splits["val"].images, seed=cfg.seed)
     evaluation = evaluate_tables(tables["test"], labels, cfg.task, tables["val"], n_boot=cfg.evaluate.n_boot,
                                  seed=cfg.seed)
     run.write_json(run.evaluation_file, evaluation)
@@ -219,6 +222,8 @@ def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, da
         "epochs_run": len(history), "n_images": {s: len(f) for s, f in data.frames.items()},
         "macro_auc_ci": [evaluation["macro_auc"].get("ci_low"), evaluation["macro_auc"].get("ci_high")],
     }
+    summary["data"] = split_summary(manifest, data.frames, cfg.data.limit)  # patients, prevalence, overlap
+    summary["device"] = device_record(cfg)
     if run.skipped_file.is_file():
         summary["skipped_images"] = len(run.read_skipped())
     cases: list[Any] = []

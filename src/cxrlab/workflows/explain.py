@@ -12,7 +12,7 @@ from cxrlab.explain.cams import attribute
 from cxrlab.models import activation, cam_layer
 from cxrlab.report.plots import explain_grid
 from cxrlab.report.run_report import render_report
-from cxrlab.run import RunFolder
+from cxrlab.run import ModelRecord, RunFolder
 from cxrlab.workflows.common import open_model
 
 
@@ -23,6 +23,8 @@ def explain_images(run_dir: str | Path, images: list[Path], out_dir: str | Path 
     Images are preprocessed by the run's contract (CLAHE, letterbox, size), so the
     maps are of the pixels the model was trained on.  Multi-label runs explain
     ``labels`` (default: the ``top`` most probable); multi-class runs the predicted class.
+    Each panel says whether the label is predicted (at the run's threshold, or as the
+    arg-max class) and, for images of the run's test or validation split, the truth.
     """
     run = RunFolder(run_dir)
     opened = open_model(run)
@@ -34,6 +36,7 @@ def explain_images(run_dir: str | Path, images: list[Path], out_dir: str | Path 
         raise CxrlabError("explain: no images given (use --images FILE)")
     out = Path(out_dir) if out_dir is not None else run.explain_dir
     layer = cam_layer(opened.model)
+    truth = known_truth(run, rec.labels)
     written = []
     for path in images:
         img = load_image(path, rec.preprocess)
@@ -46,9 +49,41 @@ def explain_images(run_dir: str | Path, images: list[Path], out_dir: str | Path 
         else:
             chosen = [int(i) for i in np.argsort(-prob)[:top]]
         maps = attribute(opened.model, layer, x.expand(len(chosen), -1, -1, -1), chosen, method)
-        titles = [f"{rec.labels[k]}  p={prob[k]:.2f}" for k in chosen]
-        written.append(explain_grid(img, maps, titles, f"{Path(path).name}  ({method})",
-                                    out / f"{Path(path).stem}_{method}.png"))
+        true = truth.get(str(Path(path).resolve()))
+        titles, colours = zip(*(panel_title(rec, prob, k, true) for k in chosen), strict=True)
+        written.append(explain_grid(img, maps, list(titles), f"{Path(path).name}  ({method})",
+                                    out / f"{Path(path).stem}_{method}.png", colours=list(colours)))
     if out.resolve() == run.explain_dir.resolve() and run.config_file.is_file():
         render_report(run)  # the report shows RUN/explain/*.png
     return written
+
+
+def known_truth(run: RunFolder, labels: list[str]) -> dict[str, np.ndarray]:
+    """True labels of the run's test and validation images, by resolved file path (empty if unknown)."""
+    if not run.config_file.is_file():
+        return {}
+    root = Path(run.read_config().data.root)
+    out: dict[str, np.ndarray] = {}
+    for split in ("val", "test"):
+        if run.has_predictions(split):
+            table = run.read_predictions(split)
+            for image, row in zip(table["image"], table[labels].to_numpy(dtype=float), strict=True):
+                out[str((root / str(image)).resolve())] = row
+    return out
+
+
+def panel_title(rec: ModelRecord, prob: np.ndarray, k: int, truth: np.ndarray | None) -> tuple[str, str]:
+    """``label p=0.73`` / ``predicted (>= 0.41)`` / ``truth: positive``, and a colour: green when the
+    decision matches the truth, red when not, black when the truth is unknown."""
+    lab = rec.labels[k]
+    if rec.task == "multiclass":
+        predicted, rule = bool(prob.argmax() == k), "arg-max class"
+    else:
+        thr = float(rec.thresholds.get(lab, 0.5))
+        predicted, rule = bool(prob[k] >= thr), f"{'>=' if prob[k] >= thr else '<'} threshold {thr:.3f}"
+    decision = f"{'predicted' if predicted else 'not predicted'} ({rule})"
+    if truth is None or truth[k] != truth[k]:
+        return f"{lab}  p={prob[k]:.3f}\n{decision}\ntruth: unknown", "black"
+    positive = bool(truth[k] == 1)
+    return (f"{lab}  p={prob[k]:.3f}\n{decision}\ntruth: {'positive' if positive else 'negative'}",
+            "darkgreen" if positive == predicted else "firebrick")

@@ -18,8 +18,11 @@ from cxrlab.data.preprocess import load_image
 from cxrlab.errors import CxrlabError
 from cxrlab.inference import Predictor, decide
 from cxrlab.models.onnx import OnnxEngine, export_model
+from cxrlab.progress import progress
 from cxrlab.run import ModelRecord, RunFolder, prob_column
+from cxrlab.runio import atomic_write
 from cxrlab.workflows.common import open_model
+from cxrlab.workflows.ood import open_scorer
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
 
@@ -64,21 +67,46 @@ def _batches(paths: list[Path], rec: ModelRecord, size: int) -> Iterator[np.ndar
 
 
 def predict_images(run_dir: str | Path, images: list[Path], engine: str = "torch", which: str = "best",
-                   batch_size: int = 16, tta: bool = False) -> pd.DataFrame:
-    """One row per image: ``image``, ``prob_<label>`` ..., and ``prediction``.
+                   batch_size: int = 16, tta: bool = False, ood: bool = True) -> pd.DataFrame:
+    """One row per image: ``image``, ``prob_<label>`` ..., ``prediction`` (and ``ood_score``, ``ood_flag``).
 
     ``prediction`` is the predicted class (multi-class) or the ``|``-joined labels
-    whose probability reaches the run's validation-chosen threshold.
+    whose probability reaches the run's validation-chosen threshold.  When the run
+    has an OOD summary (``ood.json``) and ``ood`` is set, ``ood_score`` is the
+    Mahalanobis distance of the image's features and ``ood_flag`` says whether it
+    lies beyond the run's threshold.  A progress bar runs over the batches.
     """
     run = RunFolder(run_dir)
     predictor, rec = open_predictor(run, engine, which)
+    scorer = open_scorer(run, predictor) if ood and which == "best" else None
     paths = expand_inputs(images)
-    prob = np.concatenate([predictor.probabilities(b, tta=tta) for b in _batches(paths, rec, batch_size)])
+    probs, scores, flags = [], [], []
+    for batch in progress(_batches(paths, rec, batch_size), total=-(-len(paths) // batch_size), desc="predict"):
+        probs.append(predictor.probabilities(batch, tta=tta))
+        if scorer is not None:
+            s, f = scorer.score(batch)
+            scores.append(s)
+            flags.append(f)
+    prob = np.concatenate(probs)
     out = pd.DataFrame({"image": [str(p) for p in paths]})
     for j, lab in enumerate(rec.labels):
         out[prob_column(lab)] = prob[:, j]
     out["prediction"] = decide(prob, rec.labels, rec.task, rec.thresholds)
+    if scorer is not None:
+        out["ood_score"] = np.concatenate(scores)
+        out["ood_flag"] = np.concatenate(flags)
     return out
+
+
+def save_predictions(table: pd.DataFrame, out: str | Path) -> Path:
+    """Write a predictions table as ``.csv`` or ``.json`` (a list of records), chosen by the suffix."""
+    out = Path(out)
+    kind = out.suffix.lower()
+    if kind == ".csv":
+        return atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+    if kind == ".json":
+        return atomic_write(out, lambda tmp: table.to_json(tmp, orient="records", indent=1, double_precision=15))
+    raise CxrlabError(f"{out}: --out must end in .csv or .json")
 
 
 def export_onnx(run_dir: str | Path, out: str | Path | None = None, which: str = "best", opset: int = 17) -> Path:

@@ -66,6 +66,7 @@ def complete_splits(m: Manifest, val_fraction: float = 0.1, fractions: dict[str,
     frame = m.frame
     if split_file is not None and Path(split_file).is_file():
         m.frame = apply_split_file(split_file, frame)
+        m.split_method = f"reused from the split file {split_file}"
         return m
     y = m.targets(frame)
     split = frame["split"].to_numpy().astype(str)
@@ -73,6 +74,9 @@ def complete_splits(m: Manifest, val_fraction: float = 0.1, fractions: dict[str,
     if empty.all():
         fr = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
         split = stratified_patient_split(frame["patient"], y, fr, seed)
+        shares = "/".join(f"{round(100 * fr.get(s, 0))}" for s in ("train", "val", "test"))
+        m.split_method = (f"made by cxrlab: {shares} % of patients (train/val/test), iterative "
+                          f"stratification on the labels, seed {seed}")
     else:
         if empty.any():
             raise CxrlabError(f"{m.root}: {int(empty.sum())} images have no split while others do "
@@ -82,6 +86,10 @@ def complete_splits(m: Manifest, val_fraction: float = 0.1, fractions: dict[str,
             pick = carve_by_patient(frame.loc[train, "patient"].reset_index(drop=True), val_fraction,
                                     seed, y=y[train])
             split[np.flatnonzero(train)[pick]] = "val"
+            m.split_method = (f"the dataset's own train/test split; validation carved from train by patient "
+                              f"({round(100 * val_fraction)} % of its patients, stratified, seed {seed})")
+        else:
+            m.split_method = "the dataset's own train/val/test split"
     frame = frame.assign(split=split)
     by_split = frame.groupby("split")["patient"].apply(set)
     names = list(by_split.index)

@@ -13,7 +13,8 @@ uncertain labels).  ``test_list.txt`` is the test split; the validation split
 is carved from ``train_val`` by patient (``data.val_fraction``), since NIH
 publishes none.  Patient ids lose their leading zeros (``00000001`` -> ``1``).
 Option ``official_split: false`` ignores the lists and lets cxrlab split by
-patient with iterative stratification (``data.fractions``), as seed 003 does.
+patient with iterative stratification (``data.fractions``), as the project
+report "Chest X-Ray Image Classification using Deep Learning approach" does.
 
 The cxrlab phantom writes this same layout with a subset of the labels.
 """
@@ -171,7 +172,7 @@ def nih14(root: str, labels: list[str] | None = None, options: dict | None = Non
         raise CxrlabError(f"{entry_path}: {int(missing.sum())} listed images not found under "
                           f"{base}/images*/ (first: {examples})")
     frame["image"] = rel.to_numpy()
-    if not options.get("official_split", True):  # e.g. seed 003's own stratified 70/10/20 by patient
+    if not options.get("official_split", True):  # e.g. the fusion report's stratified 70/10/20 by patient
         frame["split"] = ""
 
     boxes = None

@@ -5,7 +5,7 @@
 ``{split}_labels``: (N,) or (N, 1) integer classes (multi-class) or (N, L)
 0/1 (multi-label), for split in train/val/test (at least one present).
 
-As in seed 004, the arrays are exported once to PNG files (lossless) in
+As in Witon, Friedrich & Lobmayr, the arrays are exported once to PNG files (lossless) in
 ``<npz stem>_png/{split}/{i:06d}.png`` next to the file (or the ``export_dir``
 option), so the rest of cxrlab reads them like any image folder; an export
 whose file count matches is reused.  Class names come from ``data.labels``,

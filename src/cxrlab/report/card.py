@@ -1,0 +1,91 @@
+"""Render a model card (the dict of :func:`cxrlab.workflows.card.card_metadata`) as Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _ci(d: dict[str, Any] | None, key: str = "auc") -> str:
+    if not d or d.get(key) is None:
+        return "n/a"
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    ci = f" ({_num(lo)}-{_num(hi)})" if lo is not None and hi is not None else ""
+    return f"{_num(d[key])}{ci}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_num(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _metrics(meta: dict[str, Any]) -> list[str]:
+    m = meta.get("metrics")
+    if not m:
+        return ["Not evaluated yet (run `cxrlab evaluate RUN`)."]
+    if meta["task"] == "multiclass":
+        acc = m.get("accuracy") or {}
+        lines = [f"Test split, n = {m.get('n')}: accuracy {_ci(acc, 'value')} (95% CI), macro F1 "
+                 f"{_num(m.get('macro_f1'))}.", ""]
+        rows = [[k, d.get("precision"), d.get("recall"), d.get("f1"), d.get("auc")] for k, d in m["per_class"].items()]
+        return lines + _table(["class", "precision", "recall", "F1", "AUC"], rows)
+    lines = [f"Test split, n = {m.get('n')}; 95% CIs by bootstrap ({m.get('n_boot')} resamples of "
+             f"{m.get('resampling')}). Macro AUC {_ci(m.get('macro_auc'))}, micro AUC {_ci(m.get('micro_auc'))}.", ""]
+    rows = [[k, _ci(d), d.get("threshold"), d.get("sensitivity"), d.get("specificity")]
+            for k, d in m["per_label"].items()]
+    return lines + _table(["label", "AUC (95% CI)", "threshold", "sensitivity", "specificity"], rows)
+
+
+def card_markdown(meta: dict[str, Any]) -> str:
+    """The model card as a Markdown document."""
+    data, split = meta["data"], meta["data"]["split"]
+    pre = meta["network_data_format"]["inputs"]["image"]["preprocess"]
+    n = split["n_images"]
+    lines = [
+        f"# Model card: {meta['name']}", "",
+        meta["description"], "",
+        f"Version {meta['version']}; weights SHA-256 `{meta.get('weights_sha256')}`; created {meta.get('created')}.",
+        "", "## Intended use", "", meta["intended_use"], "",
+        "## Limitations", "", *[f"- {x}" for x in meta["limitations"]], "",
+        "## Training data and split", "",
+        f"- source `{data['source']}` at `{data['root']}`; labels: {', '.join(meta['labels'])}",
+        f"- uncertain labels: `{data['uncertain']}`; blank: `{data['blank']}`",
+        f"- split hash `{split['hash']}`: train {n['train']}, validation {n['val']}, test {n['test']} images",
+        f"- split rule: {split['rule']}",
+    ]
+    if data.get("test_views"):
+        lines.append(f"- views in test: {data['test_views']}")
+    lines += ["", "## Metrics", "", *_metrics(meta), ""]
+    if meta.get("thresholds"):
+        lines += ["## Decision thresholds", "", f"Rule: {meta['threshold_rule']}.", ""]
+        lines += _table(["label", "threshold"], [[k, v] for k, v in meta["thresholds"].items()]) + [""]
+    lines += ["## Preprocessing", "",
+              f"{pre['order']}; {pre['size']} x {pre['size']} px, resize `{pre['resize']}`, CLAHE "
+              f"{'on (clip ' + str(pre['clahe_clip']) + ')' if pre['clahe'] else 'off'}, normalisation mean "
+              f"{_num(pre['mean'])} / std {_num(pre['std'])}.", ""]
+    ood = meta.get("ood")
+    lines += ["## Out-of-distribution warning", ""]
+    if ood:
+        lines.append(f"Mahalanobis distance of the penultimate features to a Gaussian of {ood['n_train']} training "
+                     f"images ({ood['covariance']} covariance, {ood['dim']} features); images beyond the "
+                     f"{_num(ood['percentile'], 0)}th percentile of {ood['n_val']} validation images "
+                     f"(threshold {_num(ood['threshold'])}) are flagged.")
+    else:
+        lines.append("None stored for this run.")
+    arch, tr = meta["architecture"], meta["training"]
+    lines += ["", "## Model and training", "",
+              f"- architecture `{arch['name']}`, options {arch['options']}, dropout {arch['dropout']}, "
+              f"{arch['in_chans']} input channel(s)",
+              f"- seed {tr['seed']}, loss `{tr['loss']}`, optimiser `{tr['optimizer']}` (lr {tr['lr']}), "
+              f"pretrained `{tr['pretrained']}`, {tr['epochs_run']} epochs (best {tr['best_epoch']})", "",
+              "## Library versions", "",
+              ", ".join(f"{k} {v}" for k, v in meta.get("library_versions", {}).items()) or "not recorded", ""]
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""The out-of-distribution step of a run: fit ``RUN/ood.json`` and score new images with it.
+
+Training calls :func:`fit_ood` once its best weights are loaded (with the
+images it already holds); ``cxrlab card`` calls it for runs trained before
+this step existed (it rebuilds the train and validation images from the
+run's data and split).  :class:`OodScorer` scores uint8 model inputs for
+predict and serve.  The math lives in :mod:`cxrlab.evaluate.ood`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cxrlab.errors import CxrlabError
+from cxrlab.evaluate import ood
+from cxrlab.inference import Predictor
+from cxrlab.run import RunFolder
+from cxrlab.workflows.common import build_manifest, load_run_images, open_model, run_split
+
+log = logging.getLogger(__name__)
+
+#: Training images whose features are summarised (a seeded random subset beyond this).
+MAX_TRAIN = 5000
+#: Validation images scored for the threshold.
+MAX_VAL = 20000
+
+
+class _Rows:
+    """Rows ``idx`` of an image array (or cache view) that slice like an array, read lazily."""
+
+    def __init__(self, images: Any, idx: np.ndarray):
+        self.images, self.idx = images, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return np.asarray(self.images[self.idx[key]])
+
+
+def _subset(n: int, limit: int, seed: int) -> np.ndarray:
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _images_of_run(run: RunFolder, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train (subset) and validation model inputs of a finished run, decoded from its data again."""
+    cfg = run.read_config()
+    manifest = build_manifest(cfg)
+    rec = run.read_model_record()
+    out = []
+    for split, limit in (("train", MAX_TRAIN), ("val", MAX_VAL)):
+        ids = run_split(run, cfg, manifest, split)["image"].tolist()
+        ids = [ids[i] for i in _subset(len(ids), limit, seed)]
+        out.append(load_run_images(manifest, ids, rec, cfg.data.workers, desc=f"decode {split}"))
+    return out[0], out[1]
+
+
+def fit_ood(run: RunFolder, predictor: Predictor | None = None, train: Any = None, val: Any = None,
+            percentile: float = 99.0, seed: int = 0) -> dict[str, Any] | None:
+    """Fit the OOD summary of ``run`` and write ``RUN/ood.json``; ``None`` (with a warning) when impossible.
+
+    Args:
+        run: the run folder.
+        predictor: the run's PyTorch inference path (default: open the ``best`` model).
+        train, val: uint8 model inputs of the training and validation images (default: decoded
+            again from the run's data and split, for runs trained before this step existed).
+        percentile: validation percentile that becomes the flag threshold.
+        seed: picks the training subset when there are more than :data:`MAX_TRAIN` images.
+    """
+    try:
+        if predictor is None:
+            predictor = open_model(run).predictor
+        if train is None or val is None:
+            train, val = _images_of_run(run, seed)
+        tr = _Rows(train, _subset(len(train), MAX_TRAIN, seed))
+        va = _Rows(val, _subset(len(val), MAX_VAL, seed))
+        summary = ood.fit_ood(predictor.features(tr), predictor.features(va), percentile)
+    except CxrlabError as e:
+        log.warning("%s: no out-of-distribution summary (%s)", run.path, e)
+        return None
+    summary["n_train_images"] = int(len(train))
+    run.write_json(run.ood_file, summary)
+    return summary
+
+
+def read_ood(run: RunFolder) -> dict[str, Any] | None:
+    """The run's OOD summary, or ``None`` when it has none (older runs: ``cxrlab card RUN``)."""
+    summary = run.read_json(run.ood_file)
+    if summary is not None and summary.get("version") != ood.SUMMARY_VERSION:
+        raise CxrlabError(f"{run.ood_file}: summary version {summary.get('version')} is not "
+                          f"{ood.SUMMARY_VERSION}; re-create it with cxrlab card {run.path}")
+    return summary
+
+
+@dataclass
+class OodScorer:
+    """Mahalanobis scores of uint8 model inputs against a run's summary (PyTorch model needed)."""
+
+    summary: dict[str, Any]
+    predictor: Predictor
+
+    @property
+    def threshold(self) -> float:
+        return float(self.summary["threshold"])
+
+    def score(self, images_u8: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, flags) per image: the distance and whether it lies beyond the threshold."""
+        scores = ood.mahalanobis(self.predictor.features(images_u8), self.summary)
+        return scores, ood.flags(scores, self.summary)
+
+
+def open_scorer(run: RunFolder, predictor: Predictor | None = None) -> OodScorer | None:
+    """The run's :class:`OodScorer` (opening its PyTorch model unless given), or ``None`` without ``ood.json``."""
+    summary = read_ood(run)
+    if summary is None:
+        return None
+    if predictor is None or predictor.model is None:
+        predictor = open_model(run).predictor
+    return OodScorer(summary, predictor)

@@ -1,0 +1,126 @@
+"""A run held open for answering requests: the model loaded once, then predict and explain per call.
+
+The server (:mod:`cxrlab.serve.app`) owns HTTP, uploads and limits; this
+module owns what a request computes, through the same pieces as ``cxrlab
+predict`` and ``cxrlab explain``: :func:`cxrlab.workflows.predict.open_predictor`
+for probabilities (PyTorch or ONNX Runtime), the run's thresholds,
+:class:`cxrlab.workflows.ood.OodScorer` and :func:`cxrlab.explain.cams.attribute`.
+Model calls are serialised by a lock (Grad-CAM hooks and MC dropout change
+the shared module's state), so concurrent requests never see each other's.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrlab.errors import CxrlabError
+from cxrlab.explain.cams import METHODS, attribute
+from cxrlab.inference import decide
+from cxrlab.models import activation, cam_layer
+from cxrlab.report.overlay import cam_overlay_png
+from cxrlab.run import RunFolder
+from cxrlab.workflows.card import card_metadata
+from cxrlab.workflows.common import open_model
+from cxrlab.workflows.ood import open_scorer
+from cxrlab.workflows.predict import open_predictor
+
+ENGINES = ("auto", "torch", "onnx")
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """An explanation as served: the PNG, its label and probability, and whether the map was flat."""
+
+    png: bytes
+    label: str
+    probability: float
+    flat: bool
+
+
+def resolve_engine(run: RunFolder, engine: str) -> str:
+    """``auto`` is ONNX Runtime when the run has an exported model (``cxrlab export``), else PyTorch."""
+    if engine not in ENGINES:
+        raise CxrlabError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "onnx" if run.onnx_file.is_file() else "torch"
+    return engine
+
+
+class ModelService:
+    """One trained run, opened once.
+
+    Args:
+        run_dir: the run folder.
+        engine: ``auto`` | ``torch`` | ``onnx`` for the probabilities; the PyTorch model is
+            loaded in every case for OOD features, MC dropout and explanations.
+    """
+
+    def __init__(self, run_dir: str | Path, engine: str = "auto"):
+        self.run = RunFolder(run_dir)
+        self.engine = resolve_engine(self.run, engine)
+        self.opened = open_model(self.run)
+        self.record = self.opened.record
+        self.predictor = (self.opened.predictor if self.engine == "torch"
+                          else open_predictor(self.run, "onnx")[0])
+        self.scorer = open_scorer(self.run, self.opened.predictor)
+        self.card = card_metadata(self.run.path)
+        self.lock = threading.Lock()
+
+    @property
+    def labels(self) -> list[str]:
+        return self.record.labels
+
+    def info(self) -> dict[str, Any]:
+        """What the page needs to draw: labels, thresholds, engine, input size, OOD threshold."""
+        rec = self.record
+        return {"name": self.card["name"], "version": self.card["version"], "engine": self.engine,
+                "task": rec.task, "labels": rec.labels, "input_size": rec.preprocess.size,
+                "thresholds": rec.thresholds if rec.task != "multiclass" else None,
+                "threshold_rule": self.card["threshold_rule"], "mc_dropout": bool(rec.dropout),
+                "ood_threshold": self.scorer.threshold if self.scorer else None,
+                "explain_methods": [m for m in METHODS if m != "layergradcam"]}
+
+    def predict(self, images_u8: np.ndarray, names: list[str], mc_passes: int = 0,
+                tta: bool = False) -> list[dict[str, Any]]:
+        """One result per image: probabilities, thresholds, decision, OOD score (and MC dropout)."""
+        rec = self.record
+        with self.lock:
+            probs = self.predictor.probabilities(images_u8, tta=tta)
+            scores, flags = self.scorer.score(images_u8) if self.scorer else (None, None)
+            mc = self.opened.predictor.mc_dropout(images_u8, passes=mc_passes) if mc_passes > 0 else None
+        decisions = decide(probs, rec.labels, rec.task, rec.thresholds)
+        out = []
+        for i, name in enumerate(names):
+            r: dict[str, Any] = {
+                "file": name, "probabilities": dict(zip(rec.labels, probs[i].tolist(), strict=True)),
+                "prediction": decisions[i],
+                "positive": [] if decisions[i] == "none" else decisions[i].split("|"),
+                "ood": None if scores is None else {"score": float(scores[i]), "threshold": self.scorer.threshold,
+                                                    "flag": bool(flags[i])},
+            }
+            if mc is not None:
+                r["mc_dropout"] = {"passes": mc_passes, "mean": dict(zip(rec.labels, mc[0][i].tolist(), strict=True)),
+                                   "std": dict(zip(rec.labels, mc[1][i].tolist(), strict=True))}
+            out.append(r)
+        return out
+
+    def explain_png(self, image_u8: np.ndarray, label: str | None = None, method: str = "gradcam",
+                    size: int = 384) -> Overlay:
+        """The attribution overlay of one (S, S) uint8 image as PNG, for ``label`` (default: the most probable)."""
+        rec = self.record
+        if method not in METHODS:
+            raise CxrlabError(f"unknown explanation method {method!r}; known: {', '.join(METHODS)}")
+        if label is not None and label not in rec.labels:
+            raise CxrlabError(f"unknown label {label!r}; the model's labels are {', '.join(rec.labels)}")
+        pred, model = self.opened.predictor, self.opened.model
+        with self.lock:
+            prob = activation(pred.logits(image_u8[None]), rec.task)[0].numpy()
+            k = rec.labels.index(label) if label is not None else int(prob.argmax())
+            cam = attribute(model, cam_layer(model), pred.inputs(image_u8[None]), [k], method)[0]
+        flat = not bool(np.ptp(cam) > 0)
+        return Overlay(cam_overlay_png(image_u8, cam, size), rec.labels[k], float(prob[k]), flat)

@@ -1,0 +1,105 @@
+"""The web page in a real browser: headless Chromium (Debian's) driven by Playwright, keyboard only.
+
+Skipped when /usr/bin/chromium is missing (``apt-get install chromium``; never ``playwright install``).
+Set ``CXRLAB_SCREENSHOT=FILE.png`` to keep the screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from serve_fixtures import first_images, trained_run
+
+from cxrlab.serve.app import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="headless browser test needs /usr/bin/chromium "
+                                                               "(apt-get install chromium)")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def served_run(tiny_phantom, tmp_path_factory):
+    return trained_run(tiny_phantom, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def phantom_images(tiny_phantom):
+    return first_images(tiny_phantom)
+
+
+@pytest.fixture(scope="module")
+def server_url(served_run):
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(served_run.path, "auto"), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_page_predicts_explains_and_warns_with_the_keyboard_alone(server_url, phantom_images, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8))
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 860})
+            page.set_default_timeout(120_000)  # CI machines are slow and shared
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server_url)
+            page.wait_for_selector("#card table")
+            assert "served" in page.inner_text("#model-name")
+            # keyboard only: Tab past the skip link to "Choose files...", Enter opens the picker
+            page.keyboard.press("Tab")
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "pick"
+            with page.expect_file_chooser() as chooser:
+                page.keyboard.press("Enter")
+            chooser.value.set_files([str(phantom_images[0]), str(noise)])
+            page.wait_for_selector(".result .probs li")
+            assert page.locator(".result").count() == 2
+            assert page.locator(".result").first.locator(".probs li").count() == 6
+            assert page.locator(".result").first.locator(".thr").count() == 6
+            page.wait_for_function("[...document.querySelectorAll('img.cam')].every(i => i.complete && i.naturalWidth > 0)",
+                                   timeout=120_000)
+            assert "overlay for" in page.get_attribute(".result img.cam", "alt")
+            assert page.locator(".result").nth(1).locator(".ood").is_visible()  # noise is flagged
+            assert "Unlike the training images" in page.locator(".result").nth(1).locator(".ood").inner_text()
+            # change the explained label with the keyboard: focus the picker, pick another option
+            picker = page.locator(".result").first.locator(".label-picker")
+            picker.focus()
+            second = picker.locator("option").nth(1).get_attribute("value")
+            picker.select_option(second)
+            page.wait_for_function(f"document.querySelector('.cam-caption').textContent.includes('for {second} ')")
+            shot = tmp_path / "serve_page.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("CXRLAB_SCREENSHOT"):
+        shutil.copy(shot, os.environ["CXRLAB_SCREENSHOT"])
