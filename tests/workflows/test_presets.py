@@ -40,3 +40,15 @@ def test_preset_phantom_form_runs_end_to_end(preset, tmp_path):
     published = [c for c in spec.published if c in data["cells"]]
     if published:
         assert "Published vs ours" in html
+
+
+def test_published_accuracy_sits_beside_our_accuracy():
+    from cxrlab.report.study import published_table
+
+    cell = {"task": "multiclass", "accuracy": {"value": 0.85, "ci_low": 0.8, "ci_high": 0.9},
+            "macro_auc": {"auc": 0.9, "ci_low": 0.85, "ci_high": 0.95}, "per_label": {"TB": {"auc": 0.8}}}
+    _, rows = published_table({"published": {"r18": {"accuracy": 0.955, "macro": 0.97, "labels": {"TB": 0.75}}},
+                               "cells": {"r18": cell}})
+    assert rows == [["r18", "macro", "0.970", "0.900 [0.850, 0.950]", "-0.070"],
+                    ["r18", "accuracy", "0.955", "0.850 [0.800, 0.900]", "-0.105"],
+                    ["r18", "TB", "0.750", "0.800", "+0.050"]]

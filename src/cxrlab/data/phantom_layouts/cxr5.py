@@ -1,4 +1,4 @@
-"""Five-class phantom (seed 004): Pneumonia / TB / Lung Opacity / COVID / Normal.
+"""Five-class phantom (Witon, Friedrich & Lobmayr's classes): Pneumonia / TB / Lung Opacity / COVID / Normal.
 
 ``fmt="npz"`` writes ``OUT/cxr5.npz`` as the ``npz`` source reads it
 (``{train,val,test}_images`` (N, S, S) uint8, ``{split}_labels`` (N,) int64 and
