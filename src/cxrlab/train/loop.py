@@ -106,7 +106,8 @@ class _Trackers:
 def _restore(run: RunFolder, model: nn.Module, phases: Phase, t: Any, opt: Any, sched: Any) -> tuple:
     """Load ``last_state.pt``: model, optimiser, scheduler, RNG, trackers; the epoch to start at."""
     state = run.load_state()
-    if state is None:
+    if state is None:  # killed before the first epoch's state: start over, dropping a logged epoch
+        run.truncate_metrics(0)
         return opt, sched, _Trackers(BestTracker(t.early_stop), BestTracker(t.early_stop))
     try:
         model.load_state_dict(state["model"])

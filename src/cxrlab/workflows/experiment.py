@@ -60,18 +60,22 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool 
     tic = time.perf_counter()
     resolve_device(cfg.train.device)  # a wrong device fails before any work
     seed_everything(cfg.seed)
+    threads = torch.get_num_threads()  # train.threads must not leak into the caller's process
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    manifest = build_manifest(cfg)
-    if manifest.task != cfg.task:
-        log.info("task %s (from source %s) replaces config task %s", manifest.task, cfg.data.source, cfg.task)
-        cfg = cfg.model_copy(update={"task": manifest.task})
-    run = open_run_folder(cfg, resume, overwrite)
-    data = load_data(cfg, manifest, run, resume)
-    model = train_model(cfg, data, run, resume)
-    if not distributed.is_main():  # rank 0 tests, explains and reports
-        return {}
-    return finish_run(cfg, run, model, data, manifest, tic)
+    try:
+        manifest = build_manifest(cfg)
+        if manifest.task != cfg.task:
+            log.info("task %s (from source %s) replaces config task %s", manifest.task, cfg.data.source, cfg.task)
+            cfg = cfg.model_copy(update={"task": manifest.task})
+        run = open_run_folder(cfg, resume, overwrite)
+        data = load_data(cfg, manifest, run, resume)
+        model = train_model(cfg, data, run, resume)
+        if not distributed.is_main():  # rank 0 tests, explains and reports
+            return {}
+        return finish_run(cfg, run, model, data, manifest, tic)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def open_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> RunFolder:
