@@ -227,11 +227,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_trees(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, nested mappings merged key by key (neither is modified)."""
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_trees(out[k], v)
         else:
             out[k] = v
     return out
@@ -268,9 +269,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML{where}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        tree = _merge(tree, loaded)
+        tree = merge_trees(tree, loaded)
     if overrides:
-        tree = _merge(tree, parse_overrides(overrides))
+        tree = merge_trees(tree, parse_overrides(overrides))
         origin = f"{origin} + overrides"
     return build_config(tree, origin)
 

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cxrlab.config import merge_trees
 from cxrlab.errors import ConfigError
 
 
@@ -142,14 +143,7 @@ def load_study(ref: str | Path) -> tuple[StudySpec, dict[str, Any]]:
         if not base_path.is_file():
             raise ConfigError(f"{path}: base recipe {base_path} not found")
         base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
-    return spec, _merge(base, spec.recipe)
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return spec, merge_trees(base, spec.recipe)
 
 
 def dotted(overrides: dict[str, Any]) -> list[str]:
