@@ -70,6 +70,10 @@ def test_page_predicts_explains_and_warns_with_the_keyboard_alone(server_url, ph
             page.set_default_timeout(120_000)  # CI machines are slow and shared
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # listen for the picker before anything happens: expect_file_chooser() enables the interception
+            # only when entered, and a key press can overtake it (a known Playwright/Chromium race)
+            choosers = []
+            page.on("filechooser", lambda chooser: choosers.append(chooser))
             page.goto(server_url)
             page.wait_for_selector("#card table")
             assert "served" in page.inner_text("#model-name")
@@ -77,9 +81,12 @@ def test_page_predicts_explains_and_warns_with_the_keyboard_alone(server_url, ph
             page.keyboard.press("Tab")
             page.keyboard.press("Tab")
             assert page.evaluate("document.activeElement.id") == "pick"
-            with page.expect_file_chooser() as chooser:
-                page.keyboard.press("Enter")
-            chooser.value.set_files([str(phantom_images[0]), str(noise)])
+            page.keyboard.press("Enter")
+            deadline = time.monotonic() + 120
+            while not choosers and time.monotonic() < deadline:
+                page.wait_for_timeout(100)
+            assert choosers, "Enter on 'Choose files…' did not open the file picker"
+            choosers[0].set_files([str(phantom_images[0]), str(noise)])
             page.wait_for_selector(".result .probs li")
             assert page.locator(".result").count() == 2
             assert page.locator(".result").first.locator(".probs li").count() == 6
