@@ -20,8 +20,10 @@ def study_run(
     root: Annotated[Path | None, typer.Option(help="Dataset folder (sets data.root of every cell).")] = None,
     phantom: Annotated[bool, typer.Option(help="Run the study's small form on the built-in phantom.")] = False,
     out: Annotated[Path, typer.Option(help="Parent folder of studies/<name>.")] = Path("studies"),
-    launcher: Annotated[str, typer.Option(help="local (sequential), slurm (submitit job array), "
-                                                 "submitit-local (submitit on this machine).")] = "local",
+    launcher: Annotated[str, typer.Option(help="local (one cell per visible GPU, else sequential), slurm "
+                                                 "(submitit job array), submitit-local (submitit here).")] = "local",
+    devices: Annotated[str | None, typer.Option(help="local launcher: comma-separated CUDA devices, one cell "
+                                                      "on each at a time (default: every visible GPU).")] = None,
     slurm: Annotated[list[str] | None, typer.Option(help="submitit parameter key=value, e.g. "
                                                           "slurm_partition=gpu, gpus_per_node=1 (repeatable).")] = None,
 ) -> None:
@@ -30,6 +32,8 @@ def study_run(
     from cxrlab.workflows.study import run_study
 
     params = parse_overrides(slurm or [])
+    if devices is not None:
+        params["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
     report = run_study(study, str(root) if root else None, overrides or [], phantom, out, launcher, params)
     console.print(f"wrote {report}\nwrote {report.with_suffix('.md')}\nwrote {report.parent / 'study.json'}")
 
@@ -37,7 +41,8 @@ def study_run(
 @study_app.command("report")
 def study_report_cmd(
     folder: Annotated[Path, typer.Argument(help="studies/<name> folder.")],
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the paired tests.")] = 1000,
+    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples for the paired tests "
+                                                     "(default: the study's n_boot, 1000).")] = None,
 ) -> None:
     """Re-write the study report from the finished cells' run folders."""
     from cxrlab.workflows.study_report import study_report

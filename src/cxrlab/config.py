@@ -8,6 +8,7 @@ overrides are ``key=value`` pairs with dotted keys; values are parsed as YAML
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,9 @@ class DataConfig(_Strict):
     """Probability of 1 for random-flip draws, for all labels or per label."""
     limit: int | None = Field(None, ge=1)
     """Use only the first N images of each split (quick experiments)."""
+    patient_fraction: float = Field(1.0, gt=0, le=1)
+    """Use a random share of the patients (all their images), drawn once by ``seed`` over the whole
+    dataset, so every split keeps its proportion (e.g. 0.5: the fusion project's "50% of patients")."""
     workers: int = Field(0, ge=0)
     """Processes for decoding images (0 = all cores)."""
     cache_dir: str = Field(default_factory=lambda: os.environ.get("CXRLAB_CACHE_DIR", "~/.cache/cxrlab"))
@@ -235,6 +239,14 @@ def merge_trees(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
             out[k] = merge_trees(out[k], v)
         else:
             out[k] = v
+    return out
+
+
+def replace_keys(tree: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``tree`` with each dotted key set to its value whole (a mapping replaces, not merges)."""
+    out = copy.deepcopy(tree)
+    for key, value in values.items():
+        _set_dotted(out, key, copy.deepcopy(value))
     return out
 
 

@@ -104,6 +104,29 @@ def test_holm_and_paired_bootstrap():
     assert better["ci_low"] > 0 and better["p"] < 0.05
 
 
+def test_mcnemar_by_hand_and_paired_accuracy_of_two_tables():
+    from cxrlab.evaluate.compare import compare_decisions
+    from cxrlab.evaluate.stats import mcnemar
+
+    a = np.array([1] * 50 + [1] * 12 + [0] * 3 + [0] * 35, bool)  # 12 a-only, 3 b-only discordant pairs
+    b = np.array([1] * 50 + [0] * 12 + [1] * 3 + [0] * 35, bool)
+    r = mcnemar(a, b)
+    assert (r["a_only"], r["b_only"], r["n"]) == (12, 3, 100)
+    assert r["diff"] == pytest.approx(0.09)
+    assert r["p"] == pytest.approx(2 * sps.binom.cdf(3, 15, 0.5))  # exact two-sided tail
+    assert mcnemar(a, a)["p"] == 1.0
+    # multi-class: arg-max decisions; binary: each model's own threshold
+    y = np.eye(3)[[0, 1, 2, 0]]
+    good, bad = y * 0.8 + 0.1, np.roll(y, 1, axis=1) * 0.8 + 0.1
+    res = compare_decisions(table(y, good, ["x", "y", "z"]), table(y, bad, ["x", "y", "z"]), ["x", "y", "z"],
+                            "multiclass")
+    assert (res["accuracy_a"], res["accuracy_b"], res["a_only"]) == (1.0, 0.0, 4)
+    yb = np.array([[1.0], [0.0], [1.0], [0.0]])
+    sb = np.array([[0.6], [0.4], [0.55], [0.2]])
+    res = compare_decisions(table(yb, sb, ["P"]), table(yb, sb, ["P"]), ["P"], "binary", 0.5, 0.58)
+    assert (res["accuracy_a"], res["accuracy_b"]) == (1.0, 0.75) and res["threshold_b"] == 0.58
+
+
 def table(y, p, labels):
     df = pd.DataFrame({"image": [f"{i}.png" for i in range(len(y))], "patient": [str(i // 2) for i in range(len(y))]})
     for j, lab in enumerate(labels):

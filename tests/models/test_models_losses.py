@@ -34,6 +34,19 @@ def test_forward_backward_each_architecture(name, size, chans):
     assert isinstance(cam_layer(m), torch.nn.Module)
 
 
+def test_small_forms_of_the_paper_models_take_timm_options():
+    """The phantom forms of model-comparison studies: a small DenseNet, a fusion of small backbones."""
+    tiny = {"growth_rate": 8, "block_config": [2, 2, 2, 2]}
+    dense = build_model("densenet121", 3, growth_rate=8, block_config=[2, 2, 2, 2])
+    full = build_model("densenet121", 3)
+    assert sum(p.numel() for p in dense.parameters()) < sum(p.numel() for p in full.parameters()) / 100
+    fusion = build_model("fusion", 3, backbones=["densenet121", "tinynet_e"], backbone_options=[tiny, {}], dim=32)
+    assert fusion(torch.randn(2, 1, 64, 64)).shape == (2, 3)
+    assert sum(p.numel() for p in fusion.backbone_a.parameters()) < 100_000
+    with pytest.raises(CxrlabError, match="two backbones"):
+        build_model("fusion", 3, backbones=["densenet121"])
+
+
 def test_unknown_model_and_local_pretrained_weights(tmp_path):
     with pytest.raises(CxrlabError, match="unknown model"):
         build_model("densenet999", 3)
@@ -46,6 +59,22 @@ def test_unknown_model_and_local_pretrained_weights(tmp_path):
     assert dst.fc.weight.shape == (4, 512)  # head re-initialised for 4 labels
     with pytest.raises(CxrlabError, match="not found"):
         build_model("resnet18", 4, pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_simple_cnn_global_max_pool_sees_one_bright_pixel_that_averaging_dilutes():
+    x = torch.zeros(2, 1, 128, 128)
+    x[1, 0, 60, 60] = 50.0  # the second image: one bright pixel
+    change, pooled = {}, {}
+    for pool in ("avg", "max", "avgmax"):
+        torch.manual_seed(0)  # the same weights for each pooling
+        model = build_model("simple_cnn", 1, width=4, convs=1, global_pool=pool).eval()
+        with torch.no_grad():
+            pooled[pool] = model.forward_head(model.forward_features(x), pre_logits=True)
+        change[pool] = float((pooled[pool][1] - pooled[pool][0]).abs().max())
+    assert change["avg"] < change["max"] / 5  # a few of 16 x 16 positions: the mean dilutes it
+    torch.testing.assert_close(pooled["avgmax"], 0.5 * (pooled["avg"] + pooled["max"]))
+    with pytest.raises(CxrlabError, match="global_pool must be avg, max or avgmax"):
+        build_model("simple_cnn", 1, global_pool="median")
 
 
 def test_bce_and_masking_by_hand():

@@ -166,3 +166,26 @@ def test_older_model_json_still_loads_with_a_warning(tiny_phantom, tmp_path, cap
     with caplog.at_level("WARNING"):
         out = predict_images(run.path, img)
     assert len(out) == 2 and "no preprocessing record" in caplog.text
+
+
+def test_patient_fraction_keeps_whole_patients_in_every_split():
+    import pandas as pd
+
+    from cxrlab.data.manifest import Manifest
+    from cxrlab.workflows.experiment import _split_frames
+
+    rows = [{"image": f"{p}_{k}.png", "patient": str(p), "view": "PA", "split": split, "A": float(k % 2)}
+            for p, split in zip(range(200), ["train"] * 140 + ["val"] * 20 + ["test"] * 40, strict=True)
+            for k in range(1 + p % 3)]
+    manifest = Manifest(frame=pd.DataFrame(rows), root=".", labels=["A"], task="multilabel")
+    full = _split_frames(load_config(None, ["data.root=."]), manifest)
+    half = _split_frames(load_config(None, ["data.root=.", "data.patient_fraction=0.5"]), manifest)
+    kept = {s: set(f["patient"]) for s, f in half.items()}
+    assert sum(len(v) for v in kept.values()) == 100  # half of the 200 patients
+    assert 55 <= len(kept["train"]) <= 85 and 3 <= len(kept["val"]) <= 17  # each split keeps about its share
+    for s, f in half.items():  # whole patients: every image of a kept patient
+        assert len(f) == full[s]["patient"].isin(kept[s]).sum()
+    again = _split_frames(load_config(None, ["data.root=.", "data.patient_fraction=0.5"]), manifest)
+    assert all(again[s].equals(half[s]) for s in half)  # the same draw for the same seed
+    with pytest.raises(ConfigError, match="patient_fraction"):
+        load_config(None, ["data.patient_fraction=0"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from cxrlab.errors import ConfigError
+from cxrlab.errors import ConfigError, CxrlabError
 from cxrlab.studies.spec import list_presets, load_study
 from cxrlab.workflows.study import plan_study, run_study
 
@@ -67,6 +68,8 @@ def test_kill_9_in_second_cell_then_rerun_equals_uninterrupted(study_file, tmp_p
     assert _table(folder) == _table(full.parent)
     html = (folder / "report.html").read_text()
     assert "Published vs ours" in html and "data:image/png;base64," in html and "src='figures" not in html
+    linked = re.findall(r"!\[[^]]*\]\((figures/[^)]+\.png)\)", (folder / "report.md").read_text())
+    assert len(linked) == 2 and all((folder / f).stat().st_size > 1000 for f in linked)  # markdown shows plots
 
 
 def test_changed_cell_config_is_rerun_not_mixed(study_file, tmp_path):
@@ -75,6 +78,46 @@ def test_changed_cell_config_is_rerun_not_mixed(study_file, tmp_path):
     assert {c.status for c in plan.cells} == {"changed"}
     plan = plan_study(study_file, phantom=True, out=tmp_path)
     assert {c.status for c in plan.cells} == {"done"}
+    # a post step over several cells: their ensemble becomes a prediction-only cell of the report
+    from cxrlab.workflows.study_report import study_report
+
+    grouped = tmp_path / "grouped.yaml"
+    grouped.write_text(yaml.safe_dump({**STUDY, "post": [{"ensemble": {"groups": {
+        "both_sizes": ["image_size=32", "image_size=48"]}}}]}))
+    data = json.loads(study_report(plan.folder, ref=grouped).with_name("study.json").read_text())
+    assert data["cells"]["both_sizes"]["macro_auc"]["auc"] > 0
+    members = json.loads((plan.folder / "runs" / "both_sizes" / "model.json").read_text())["members"]
+    assert [m.rsplit("/", 1)[-1] for m in members] == ["image_size=32", "image_size=48"]
+
+
+def test_phantom_cell_overrides_win_over_the_cells_own_keys(tmp_path):
+    study = {**STUDY, "axes": {"model.name": ["simple_cnn", "densenet121"]}, "baseline": "name=simple_cnn",
+             "published": {}, "phantom": {**STUDY["phantom"], "overrides": {"model.options": {"width": 4}},
+                                          "cells": {"name=densenet121": {"model.options": {"growth_rate": 4}}}}}
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(study))
+    plan = {c.name: c.cfg for c in plan_study(path, phantom=True, out=tmp_path).cells}
+    assert plan["name=densenet121"].model.name == "densenet121"
+    assert plan["name=densenet121"].model.options == {"growth_rate": 4}
+    assert plan["name=simple_cnn"].model.options == {"width": 4, "convs": 1}  # phantom.overrides merge
+    full = {c.name: c.cfg for c in plan_study(path, root=str(tmp_path), out=tmp_path).cells}
+    assert "growth_rate" not in full["name=densenet121"].model.options  # the real form: the paper's model
+    path.write_text(yaml.safe_dump({**study, "phantom": {**study["phantom"], "cells": {"name=vgg": {}}}}))
+    with pytest.raises(ConfigError, match="'name=vgg' is not a cell"):
+        load_study(path)
+
+
+def test_local_launcher_runs_one_cell_per_device_in_parallel_and_names_a_failed_cell(study_file, tmp_path):
+    # two "devices" that hide every GPU (CUDA_VISIBLE_DEVICES=""): the parallel path, on a CPU
+    report = run_study(study_file, overrides=["train.threads=1"], phantom=True, out=tmp_path,
+                       launcher_options={"devices": ["", ""]})
+    folder = report.parent
+    data = json.loads((folder / "study.json").read_text())
+    assert set(data["cells"]) == {"image_size=32", "image_size=48"} and not data["missing"]
+    assert sorted(p.name for p in (folder / "logs").glob("*.log")) == ["image_size=32.log", "image_size=48.log"]
+    with pytest.raises(CxrlabError, match=r"2 study cells failed .*image_size=32: error: unknown model"):
+        run_study(study_file, overrides=["model.name=no_such_net"], phantom=True, out=tmp_path / "bad",
+                  launcher_options={"devices": ["", ""]})
 
 
 def test_submitit_local_executor_runs_a_two_cell_study(study_file, tmp_path):
@@ -90,6 +133,9 @@ def test_study_file_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**STUDY, "baseline": "image_size=99"}))
     with pytest.raises(ConfigError, match="image_size=99.*not a cell"):
+        load_study(bad)
+    bad.write_text(yaml.safe_dump({**STUDY, "post": [{"ensemble": {"groups": {"g": ["image_size=32", "x"]}}}]}))
+    with pytest.raises(ConfigError, match="'x' is not a cell"):
         load_study(bad)
     r = run_cli("study", "run", tmp_path / "nope.yaml")
     assert r.exit_code == 2 and "no such study file or preset" in r.stderr

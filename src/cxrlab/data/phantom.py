@@ -64,7 +64,13 @@ PREVALENCE: dict[str, float] = {
 }
 
 #: ``subtle=True`` nodules: radius range (fraction of the width) and peak contrast.
-SUBTLE_NODULE: tuple[float, float, float] = (0.005, 0.010, 0.30)
+SUBTLE_NODULE: tuple[float, float, float] = (0.004, 0.006, 0.45)
+
+#: ``subtle=True`` nodule mimics (vessels seen end-on, rib crossings), drawn in every image whatever its
+#: labels: mean count per image, radius factor and contrast factor relative to a nodule.  A mimic has the
+#: nodule's integrated density spread over twice its radius, so once both are smaller than a pixel
+#: (64 px) they look alike; only a resolution that resolves the nodule's sharper core tells them apart.
+SUBTLE_MIMICS: tuple[float, float, float] = (2.0, 2.0, 0.25)
 
 
 @dataclass
@@ -248,10 +254,26 @@ def draw_frontal(
             boxes.append((name, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
         else:
             boxes.append((name, _box_of(prof > 0.3)))
+    if subtle:
+        img += _mimics(xx, yy, size, interior, rng)
     if extra is not None:
         canvas = Canvas(size, xx, yy, cx, lcy, anatomy, img, lungs_d2, lung_masks, heart_d2, dome, interior)
         boxes += extra(canvas, rng)
         img = canvas.img
 
     return acquire(img, xx, yy, rng), boxes
+
+
+def _mimics(xx: np.ndarray, yy: np.ndarray, size: int, interior: list[np.ndarray],
+            rng: np.random.Generator) -> np.ndarray:
+    """Nodule look-alikes (:data:`SUBTLE_MIMICS`) at random places inside the lungs."""
+    mean_count, radius_factor, contrast_factor = SUBTLE_MIMICS
+    rmin, rmax, amp = SUBTLE_NODULE
+    out = np.zeros_like(xx)
+    for _ in range(int(rng.poisson(mean_count))):
+        px, py = _point_in(interior[int(rng.integers(2))], rng)
+        fx, fy = (px + rng.random()) / size, (py + rng.random()) / size
+        r = rng.uniform(rmin, rmax) * radius_factor
+        out += amp * contrast_factor * np.exp(-_ellipse(xx, yy, fx, fy, r, r) ** 1.5 * 1.2)
+    return out
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.evaluate import split_prediction_table
-from cxrlab.evaluate.stats import delong_test, holm, paired_bootstrap_macro
+from cxrlab.evaluate.stats import delong_test, holm, mcnemar, paired_bootstrap_macro
 
 
 def compare_tables(pa: pd.DataFrame, pb: pd.DataFrame, la: list[str], lb: list[str], run_a: str = "A",
@@ -42,3 +42,30 @@ def compare_tables(pa: pd.DataFrame, pb: pd.DataFrame, la: list[str], lb: list[s
         "note": ("DeLong p-values are per label; with several labels use p_holm (Holm-Bonferroni) "
                  "to control the family-wise error rate."),
     }
+
+
+def compare_decisions(pa: pd.DataFrame, pb: pd.DataFrame, labels: list[str], task: str,
+                      threshold_a: float | None = None, threshold_b: float | None = None) -> dict[str, Any]:
+    """McNemar's test of two models' accuracy on the same images (binary or multi-class tasks).
+
+    Multi-class decisions are the arg-max class; binary decisions are ``p >= threshold``
+    with each model's own threshold (chosen on its validation split).
+    """
+    if task not in ("binary", "multiclass"):
+        raise CxrlabError(f"accuracy comparison needs a binary or multi-class task, not {task}")
+    if set(pa["image"]) != set(pb["image"]):
+        raise CxrlabError("paired accuracy test: the two models were tested on different images")
+    pb = pb.set_index("image").loc[pa["image"]].reset_index()
+    ya, sa, _ = split_prediction_table(pa, labels)
+    _, sb, _ = split_prediction_table(pb, labels)
+    if task == "multiclass":
+        truth = ya.argmax(1)
+        right_a, right_b = sa.argmax(1) == truth, sb.argmax(1) == truth
+    else:
+        if threshold_a is None or threshold_b is None:
+            raise CxrlabError("paired accuracy test of binary models needs both models' thresholds")
+        keep = ~np.isnan(ya[:, 0])
+        truth = ya[keep, 0] == 1
+        right_a, right_b = (sa[keep, 0] >= threshold_a) == truth, (sb[keep, 0] >= threshold_b) == truth
+    return {**mcnemar(right_a, right_b), "test": "McNemar (exact)",
+            **({"threshold_a": threshold_a, "threshold_b": threshold_b} if task == "binary" else {})}

@@ -151,6 +151,27 @@ def holm(pvalues: list[float]) -> list[float]:
     return adj.tolist()
 
 
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+    """McNemar's exact test of two classifiers' accuracy on the same cases.
+
+    Only the discordant pairs count: ``a_only`` (a right, b wrong) and ``b_only``;
+    under equal accuracy each discordant pair is a fair coin, so p is the two-sided
+    binomial tail of ``a_only`` in ``a_only + b_only`` (1 when there are none).
+
+    Returns:
+        ``accuracy_a``, ``accuracy_b``, ``diff`` (a - b), ``a_only``, ``b_only``, ``n``, ``p``.
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired decisions differ in length: {a.shape} vs {b.shape}")
+    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n = len(a)
+    p = float(sps.binomtest(a_only, a_only + b_only, 0.5).pvalue) if a_only + b_only else 1.0
+    acc_a, acc_b = (float(a.mean()), float(b.mean())) if n else (float("nan"), float("nan"))
+    return {"accuracy_a": acc_a, "accuracy_b": acc_b, "diff": acc_a - acc_b, "a_only": a_only,
+            "b_only": b_only, "n": n, "p": p}
+
+
 def paired_bootstrap_macro(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_boot: int = 1000,
                            seed: int = 0, groups: np.ndarray | None = None) -> dict[str, float]:
     """Macro-AUC difference (a - b) with a paired bootstrap CI and a two-sided p-value.

@@ -7,6 +7,8 @@ branch's tokens then attend to the other's (multi-head cross-attention with a
 residual connection), the two attended maps are concatenated, layer-normed,
 globally average-pooled, passed through dropout (0.5) and a linear head.
 If the two maps differ in size, the second is resized to the first.
+``backbone_options`` passes timm keywords to each backbone (e.g. a small DenseNet's
+``growth_rate`` / ``block_config`` for a quick run).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ DEFAULT_BACKBONES: tuple[str, str] = ("densenet121", "efficientnet_b3")
 
 class FusionNet(nn.Module):
     def __init__(self, num_classes: int, in_chans: int = 1, backbones: tuple[str, str] = DEFAULT_BACKBONES,
-                 dim: int = 256, heads: int = 4, dropout: float = 0.5, pretrained: bool = False):
+                 dim: int = 256, heads: int = 4, dropout: float = 0.5, pretrained: bool = False,
+                 backbone_options: tuple[dict, dict] = ({}, {})):
         super().__init__()
         import timm
 
+        if len(backbones) != 2 or len(backbone_options) != 2:
+            raise ValueError("fusion needs two backbones and two backbone_options mappings")
         self.backbone_a = timm.create_model(backbones[0], features_only=True, out_indices=(-1,),
-                                            in_chans=in_chans, pretrained=pretrained)
+                                            in_chans=in_chans, pretrained=pretrained, **backbone_options[0])
         self.backbone_b = timm.create_model(backbones[1], features_only=True, out_indices=(-1,),
-                                            in_chans=in_chans, pretrained=pretrained)
+                                            in_chans=in_chans, pretrained=pretrained, **backbone_options[1])
         ca = self.backbone_a.feature_info.channels()[-1]
         cb = self.backbone_b.feature_info.channels()[-1]
         self.proj_a = nn.Conv2d(ca, dim, 1)

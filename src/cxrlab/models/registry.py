@@ -120,6 +120,8 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, pretrained: str 
     except TypeError as e:
         given = ", ".join(sorted(options)) or "none"
         raise CxrlabError(f"model {name!r} does not accept the given options ({given}): {e}") from None
+    except ValueError as e:
+        raise CxrlabError(f"model {name!r}: {e}") from None
     if pretrained not in ("none", "hub"):
         _load_local_weights(model, Path(pretrained))
     return model

@@ -2,8 +2,9 @@
 
 A stride-2 stem, then four stages of ``convs`` conv-BN-ReLU layers with
 widths ``w, 2w, 4w, 4w`` and max-pooling after the first two stages (total
-stride 8, so a 128-px input gives a 16 x 16 Grad-CAM), global average pooling,
-dropout and a linear head.  :meth:`SimpleCNN.cam_layer` is the last conv stage;
+stride 8, so a 128-px input gives a 16 x 16 Grad-CAM), global pooling
+(``global_pool``: ``avg`` by default, ``max`` for small lesions that average
+pooling dilutes, or ``avgmax``, their mean as in timm), dropout and a linear head.  :meth:`SimpleCNN.cam_layer` is the last conv stage;
 ``forward_features`` / ``forward_head(x, pre_logits=True)`` follow timm's interface.
 """
 
@@ -23,8 +24,11 @@ def _stage(cin: int, cout: int, convs: int) -> nn.Sequential:
 
 class SimpleCNN(nn.Module):
     def __init__(self, num_classes: int, in_chans: int = 1, width: int = 32, convs: int = 2,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, global_pool: str = "avg"):
         super().__init__()
+        pools = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
+        if global_pool not in (*pools, "avgmax"):
+            raise ValueError(f"simple_cnn global_pool must be avg, max or avgmax, got {global_pool!r}")
         w = width
         self.features = nn.Sequential(
             nn.Sequential(nn.Conv2d(in_chans, w, 3, stride=2, padding=1, bias=False),
@@ -34,7 +38,9 @@ class SimpleCNN(nn.Module):
             _stage(2 * w, 4 * w, convs),
             _stage(4 * w, 4 * w, convs),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = global_pool
+        self.pool = pools.get(global_pool, nn.AdaptiveAvgPool2d)(1)
+        self.max_pool = nn.AdaptiveMaxPool2d(1) if global_pool == "avgmax" else None
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(4 * w, num_classes)
 
@@ -55,7 +61,10 @@ class SimpleCNN(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool a feature map; with ``pre_logits`` the pooled (B, 4w) features, else the logits."""
-        x = self.pool(x).flatten(1)
+        pooled = self.pool(x)
+        if self.max_pool is not None:
+            pooled = 0.5 * (pooled + self.max_pool(x))
+        x = pooled.flatten(1)
         return x if pre_logits else self.head(self.drop(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Draws and writes only; every number comes in the ``data`` dict built by
 :func:`cxrlab.workflows.study_report.study_report`.  ``report.html`` embeds its
-figures (one file to send); ``report.md`` holds the same tables.
+figures (one file to send); ``report.md`` holds the same tables and links the
+same figures, written to ``figures/`` beside it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cxrlab.runio import atomic_write_text  # noqa: E402
+from cxrlab.runio import atomic_write, atomic_write_text  # noqa: E402
 
 
 def _f(v: Any, d: int = 3) -> str:
@@ -71,15 +72,61 @@ def results_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["cell A", "cell B", "macro AUC diff A-B [95% CI]", "paired bootstrap p", "labels p<0.05 (Holm)",
             "DeLong per label (Holm p)"]
+    accuracy = any(c.get("accuracy") for c in data["comparisons"])
+    if accuracy:
+        head.insert(2, "accuracy diff A-B (McNemar p)")
     rows = []
     for c in data["comparisons"]:
         m = c["macro_auc_difference"]
         sig = [lab for lab, d in c["per_label"].items() if d.get("p_holm") is not None and d["p_holm"] < 0.05]
         per = "; ".join(f"{lab} {d.get('diff', float('nan')):+.3f} ({_p(d.get('p_holm'))})"
                         for lab, d in c["per_label"].items())
-        rows.append([c["a"], c["b"], f"{m['diff_mean']:+.4f} [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
-                     _p(m.get("p"), c.get("n_boot")), str(len(sig)), per])
+        row = [c["a"], c["b"], f"{m['diff_mean']:+.4f} [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
+               _p(m.get("p"), c.get("n_boot")), str(len(sig)), per]
+        if accuracy:
+            acc = c.get("accuracy")
+            row.insert(2, f"{acc['diff']:+.3f} ({_p(acc['p'])}; {acc['a_only']} vs {acc['b_only']} discordant)"
+                       if acc else "n/a")
+        rows.append(row)
     return head, rows
+
+
+def operating_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Binary cells at their validation-chosen threshold: accuracy, sensitivity, specificity, confusion."""
+    ops = {n: r["operating_point"] for n, r in data["cells"].items() if r.get("operating_point")}
+    if not ops:
+        return None
+    head = ["cell", "threshold (val)", "accuracy [95% CI]", "sensitivity [95% CI]", "specificity [95% CI]",
+            "TN / FP / FN / TP"]
+    rows = [[n, _f(op["threshold"]), _ci(op["accuracy"], "value"), _ci(op["sensitivity"], "value"),
+             _ci(op["specificity"], "value"),
+             " / ".join(str(op["confusion"][k]) for k in ("tn", "fp", "fn", "tp"))] for n, op in ops.items()]
+    return head, rows
+
+
+def confusion_plot(data: dict[str, Any]) -> str | None:
+    """One row-normalised confusion matrix per binary or multi-class cell (counts in the squares)."""
+    cells = {n: r for n, r in data["cells"].items() if r.get("confusion_matrix")}
+    if not cells:
+        return None
+    k = len(cells)
+    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.3), squeeze=False)
+    for ax, (name, r) in zip(axes[0], cells.items(), strict=True):
+        m = [[float(v) for v in row] for row in r["confusion_matrix"]]
+        names = r["labels"] if r["task"] == "multiclass" else [f"no {r['labels'][0]}", r["labels"][0]]
+        share = [[v / (sum(row) or 1) for v in row] for row in m]
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i, row in enumerate(m):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=8,
+                        color="white" if share[i][j] > 0.5 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.suptitle("confusion matrices (test split; binary cells at the validation-chosen threshold)", fontsize=9)
+    return _png(fig)
 
 
 def published_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -166,6 +213,10 @@ def curves_plot(data: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
+def _write_png(path: Path, b64: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(base64.b64decode(b64)))
+
+
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
@@ -189,12 +240,16 @@ def render_study(folder: Path, data: dict[str, Any]) -> Path:
          "AUC with 95% bootstrap CIs (patients resampled where known); epochs run and the best epoch show each "
          "cell's budget (training stops when validation stops improving, within the recipe's cap)."),
         (f"Tests against the baseline ({data['baseline']}) and requested pairs", tests_table(data), None,
-         "DeLong test per label, Holm-adjusted over labels; paired bootstrap of the macro-AUC difference. "
+         "DeLong test per label, Holm-adjusted over labels; paired bootstrap of the macro-AUC difference; "
+         "McNemar's exact test of accuracy for binary and multi-class cells. "
          "A resampling p-value with no crossing is reported as p < 1/B."),
         ("Published vs ours", published_table(data) if data["published"] else None, None,
          f"Published numbers: {data['published_source'] or 'the paper'}."
          + (" These cells ran on the synthetic phantom: the comparison shows the table's shape, not a "
             "reproduction." if data["phantom"] else "")),
+        ("Operating point (binary cells)", operating_table(data), None,
+         "Each cell's threshold is chosen on its validation split (Youden), never on test; 95% bootstrap CIs."),
+        ("Confusion matrices", None, confusion_plot(data), ""),
         ("Localisation by box size (CAM boxes, IoU >= 0.1)", localization_table(data), None,
          "Accuracy = share of images where a CAM box hits a true box; precision = hits / boxes; classes "
          "ordered by mean true-box area."),
@@ -219,6 +274,9 @@ def render_study(folder: Path, data: dict[str, Any]) -> Path:
             md += [_md_table(*table), ""]
         if img is not None:
             parts.append(f"<p><img alt='{html.escape(head)}' src='data:image/png;base64,{img}'></p>")
+            name = f"figures/{head.lower().replace(' ', '_')}.png"
+            _write_png(folder / name, img)
+            md += [f"![{head}]({name})", ""]
     parts.append("</body></html>")
     atomic_write_text(folder / "report.md", "\n".join(md) + "\n")
     return atomic_write_text(folder / "report.html", "\n".join(parts))

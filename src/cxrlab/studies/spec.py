@@ -12,9 +12,12 @@ A study is a paper's comparison as data::
       - {name: resnet18_clahe, overrides: {model.name: resnet18, data.clahe: true}}
     baseline: image_size=256   # the cell every other one is tested against
     comparisons: [[image_size=64, image_size=128]]   # extra pairs to test
-    post: [{ensemble: {by: study, groups: {frontal_lateral: [frontal, lateral]}}}]
+    post:                      # prediction-only cells made after training:
+      - {ensemble: {by: study}}                                 # each cell's views fused per study
+      - {ensemble: {groups: {cnn_mix: [resnet18_clahe, densenet121]}}}   # several cells' mean
     published: {image_size=64: {macro: 0.775, labels: {Atelectasis: 0.74}}}
-    phantom: {kind: nih14, n: 600, size: 256, overrides: {train.epochs: 3}}
+    phantom: {kind: nih14, n: 600, size: 256, overrides: {train.epochs: 3},
+              cells: {densenet121: {model.options: {growth_rate: 8, block_config: [2, 2, 2, 2]}}}}
 
 Cell names come from the axes (``image_size=64``, ``name=value`` joined by
 ``,``), so they are stable, readable folder names.  Presets ship as package
@@ -52,6 +55,10 @@ class PhantomSpec(BaseModel):
     """Keyword options of the phantom writer (e.g. ``lateral``, ``subtle``)."""
     overrides: dict[str, Any] = {}
     """Config overrides for the small form (fewer epochs, a small model); the cells' own keys win."""
+    cells: dict[str, dict[str, Any]] = {}
+    """Per-cell overrides for the small form; they win over the cell's own keys and replace whole values
+    (a mapping is not merged): e.g. a tiny DenseNet in place of the paper's DenseNet-121, so that a model
+    comparison trains in seconds."""
     only: list[str] = []
     """Run only these cells on the phantom (default: all)."""
     baseline: str | None = None
@@ -69,6 +76,8 @@ class StudySpec(BaseModel):
     baseline: str | None = None
     comparisons: list[tuple[str, str]] = []
     metrics: list[str] = ["auc"]
+    n_boot: int = Field(1000, ge=10)
+    """Bootstrap resamples of the report's paired tests and of the post-step cells' CIs."""
     post: list[dict[str, Any]] = []
     published: dict[str, dict[str, Any]] = {}
     published_source: str = ""
@@ -83,7 +92,10 @@ class StudySpec(BaseModel):
             raise ValueError(f"cell names repeat: {sorted(n for n in names if names.count(n) > 1)}")
         refs = [self.baseline, *[x for pair in self.comparisons for x in pair], *self.published]
         if self.phantom:
-            refs += [*self.phantom.only, self.phantom.baseline]
+            refs += [*self.phantom.only, self.phantom.baseline, *self.phantom.cells]
+        for step in self.post:
+            ens = step.get("ensemble") or {}
+            refs += [*ens.get("cells", []), *(m for members in ens.get("groups", {}).values() for m in members)]
         for ref in refs:
             if ref is not None and ref not in names:
                 raise ValueError(f"{ref!r} is not a cell of the study (cells: {', '.join(names)})")

@@ -135,10 +135,21 @@ def load_data(cfg: ExperimentConfig, manifest: Manifest, run: RunFolder, resume:
 
 
 def _split_frames(cfg: ExperimentConfig, manifest: Manifest) -> dict[str, pd.DataFrame]:
-    """train, val, test rows in manifest order (the first ``data.limit`` of each)."""
-    limit = cfg.data.limit
-    return {s: manifest.split(s) if limit is None else manifest.split(s).head(limit).reset_index(drop=True)
-            for s in SPLITS}
+    """train, val, test rows in manifest order: ``data.patient_fraction`` of the patients, then the
+    first ``data.limit`` of each split."""
+    limit, fraction = cfg.data.limit, cfg.data.patient_fraction
+    keep = None
+    if fraction < 1:
+        patients = np.array(sorted(manifest.frame["patient"].astype(str).unique()))
+        n = max(1, round(fraction * len(patients)))
+        keep = set(np.random.default_rng(cfg.seed).choice(patients, size=n, replace=False).tolist())
+    out = {}
+    for s in SPLITS:
+        frame = manifest.split(s)
+        if keep is not None:
+            frame = frame[frame["patient"].astype(str).isin(keep)]
+        out[s] = (frame if limit is None else frame.head(limit)).reset_index(drop=True)
+    return out
 
 
 def _prepare(cfg: ExperimentConfig, manifest: Manifest, ids: list[str]) -> ImageCache:
@@ -226,7 +237,8 @@ def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, da
         "epochs_run": len(history), "n_images": {s: len(f) for s, f in data.frames.items()},
         "macro_auc_ci": [evaluation["macro_auc"].get("ci_low"), evaluation["macro_auc"].get("ci_high")],
     }
-    summary["data"] = split_summary(manifest, data.frames, cfg.data.limit)  # patients, prevalence, overlap
+    # patients, prevalence, overlap
+    summary["data"] = split_summary(manifest, data.frames, cfg.data.limit, cfg.data.patient_fraction)
     summary["device"] = device_record(cfg)
     if run.skipped_file.is_file():
         summary["skipped_images"] = len(run.read_skipped())

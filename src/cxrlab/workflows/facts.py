@@ -21,16 +21,20 @@ from cxrlab.train.loop import resolve_device
 from cxrlab.workflows.common import build_manifest, run_split
 
 
-def split_summary(manifest: Manifest, frames: dict[str, pd.DataFrame], limit: int | None = None) -> dict[str, Any]:
+def split_summary(manifest: Manifest, frames: dict[str, pd.DataFrame], limit: int | None = None,
+                  patient_fraction: float = 1.0) -> dict[str, Any]:
     """Images, patients, prevalence per split and the patients shared between splits, of ``frames``.
 
     Args:
         manifest: the dataset (labels, task, how its split was made).
         frames: the rows each split used (after ``data.limit`` and skipped images).
         limit: ``data.limit``, mentioned in the split method when set.
+        patient_fraction: ``data.patient_fraction``, mentioned when below 1.
     """
     frame = pd.concat([f.assign(split=s) for s, f in frames.items()], ignore_index=True)
     method = manifest.split_method or "not recorded"
+    if patient_fraction < 1:
+        method += f"; a random {patient_fraction:.0%} of the patients used (data.patient_fraction)"
     if limit:
         method += f"; the first {limit} images of each split used (data.limit)"
     return summarize(Manifest(frame=frame, root=manifest.root, labels=manifest.labels, task=manifest.task,
@@ -59,7 +63,7 @@ def run_split_summary(run_dir: str | Path) -> dict[str, Any]:
     try:
         manifest = build_manifest(cfg)
         frames = {s: run_split(run, cfg, manifest, s) for s in SPLITS}
-        out = split_summary(manifest, frames, cfg.data.limit)
+        out = split_summary(manifest, frames, cfg.data.limit, cfg.data.patient_fraction)
         out["from"] = f"{run.split_file} and the data at {cfg.data.root}"
     except CxrlabError as e:
         stored = (run.read_json(run.summary_file) or {}).get("data")

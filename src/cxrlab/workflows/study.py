@@ -10,12 +10,15 @@ machine).  The study report is written at the end (:mod:`.study_report`).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrlab.config import ExperimentConfig, load_config
+from cxrlab.config import ExperimentConfig, load_config, merge_trees, parse_overrides, replace_keys
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import make_progress, say
 from cxrlab.run import RunFolder
@@ -64,6 +67,7 @@ def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | 
     cells = spec.grid()
     baseline = spec.baseline_cell()
     extra: list[str] = []
+    small: dict[str, dict] = {}  # per-cell phantom overrides (win over the cell's own keys)
     if phantom:
         if spec.phantom is None:
             raise CxrlabError(f"study {spec.name} has no phantom form")
@@ -71,12 +75,15 @@ def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | 
         if spec.phantom.only:
             cells = [c for c in cells if c.name in spec.phantom.only]
         baseline = spec.phantom.baseline or (baseline if baseline in {c.name for c in cells} else cells[0].name)
+        small = spec.phantom.cells
     elif root:
         extra = [f"data.root={root}"]
     planned = []
     for cell in cells:
-        cfg = load_config(None, [*extra, *dotted(cell.overrides), *(overrides or []), f"name={cell.name}",
-                                 f"runs_dir={folder / 'runs'}"], base=base)
+        tree = merge_trees(base, parse_overrides([*extra, *dotted(cell.overrides)]))
+        tree = replace_keys(tree, small.get(cell.name, {}))
+        cfg = load_config(None, [*(overrides or []), f"name={cell.name}", f"runs_dir={folder / 'runs'}"],
+                          base=tree)
         if not cfg.data.root:
             raise CxrlabError(f"study {spec.name}: no data root; pass --root DATA (or --phantom)")
         planned.append(PlannedCell(cell.name, cfg, cell_status(RunFolder(folder / "runs" / cell.name), cfg)))
@@ -111,13 +118,23 @@ def run_cell(cfg: ExperimentConfig, status: str) -> dict[str, Any]:
 def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
               phantom: bool = False, out: str | Path = "studies", launcher: str = "local",
               launcher_options: dict[str, Any] | None = None) -> Path:
-    """Run every cell not yet done, then the post-steps and the study report; return the report path."""
+    """Run every cell not yet done, then the post-steps and the study report; return the report path.
+
+    ``launcher="local"`` runs one cell per visible GPU at a time, each in its own process
+    (``launcher_options["devices"]`` names them; a single device or none: in this process, in
+    order); ``slurm`` / ``submitit-local`` submit a submitit job array (``launcher_options`` are
+    submitit parameters).
+    """
     plan = plan_study(ref, root, overrides, phantom, out)
     todo = [c for c in plan.cells if c.status != "done"]
     say(f"study {plan.spec.name}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, "
         f"{len(todo)} to run ({', '.join(f'{c.name} ({c.status})' for c in todo) or 'none'})")
     if launcher == "local":
-        _run_local(todo)
+        devices = (launcher_options or {}).get("devices") or _visible_gpus()
+        if len(devices) > 1 and len(todo) > 1:
+            _run_parallel(plan, todo, [str(d) for d in devices])
+        else:
+            _run_local(todo)
     elif launcher in ("slurm", "submitit-local"):
         _run_submitit(plan, todo, launcher, launcher_options or {})
     else:
@@ -136,6 +153,56 @@ def _run_local(todo: list[PlannedCell]) -> None:
             run_cell(cell.cfg, cell.status)
             per = (time.perf_counter() - tic) / (k + 1)
             bar.update(task, advance=1, info=f"{cell.name} done; ETA {per * (len(todo) - k - 1) / 60:.1f} min")
+
+
+def _visible_gpus() -> list[str]:
+    """The GPUs this process may use (one study cell each), as CUDA_VISIBLE_DEVICES entries."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else []
+    return ids or [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _run_parallel(plan: StudyPlan, todo: list[PlannedCell], devices: list[str]) -> None:
+    """One cell per device at a time, each in its own process (``CUDA_VISIBLE_DEVICES`` = that device).
+
+    A cell's output goes to ``<study>/logs/<cell>.log``; a failed cell does not stop the others, and
+    the study says which failed (rerun to resume them).
+    """
+    from cxrlab.runio import atomic_write_json
+
+    logs = plan.folder / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    queue, running, failed = list(todo), {}, []
+    say(f"running {len(todo)} cells on {len(devices)} devices ({', '.join(devices)}); logs in {logs}")
+    with make_progress() as bar:
+        task = bar.add_task("study cells", total=len(todo), info="")
+        while queue or running:
+            for slot, device in enumerate(devices):
+                if not queue or slot in running:
+                    continue
+                cell = queue.pop(0)
+                cfg_file = atomic_write_json(logs / f"{cell.name}.config.json", cell.cfg.model_dump(mode="json"))
+                log = open(logs / f"{cell.name}.log", "w")  # noqa: SIM115  (closed when the process ends)
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": device, "CXRLAB_QUIET": "1"}
+                proc = subprocess.Popen([sys.executable, "-m", "cxrlab.workflows.study_cell", str(cfg_file),
+                                         cell.status], stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[slot] = (cell, proc, log)
+            time.sleep(0.5)
+            for slot, (cell, proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[slot]
+                if proc.returncode != 0:
+                    tail = (logs / f"{cell.name}.log").read_text(errors="replace").strip().splitlines()
+                    failed.append(f"{cell.name}: {tail[-1] if tail else f'exit {proc.returncode}'}")
+                bar.update(task, advance=1, info=f"{cell.name} {'failed' if proc.returncode else 'done'}")
+    if failed:
+        raise CxrlabError(f"{len(failed)} study cells failed (rerun to resume; logs in {logs}): " + "; ".join(failed))
 
 
 def _run_submitit(plan: StudyPlan, todo: list[PlannedCell], launcher: str, options: dict[str, Any]) -> None:
