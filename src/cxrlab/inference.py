@@ -99,6 +99,29 @@ class Predictor:
             raise CxrlabError("no images to compute features of")
         return torch.cat(out).numpy()
 
+    @torch.no_grad()
+    def probabilities_and_features(self, images_u8: Any, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`probabilities` and :meth:`features` from one backbone pass per batch (PyTorch model).
+
+        The logits come from the same ``forward_head`` that ``model(x)`` calls, so they equal
+        :meth:`logits`; with ``tta`` the mirrored pass adds to the probabilities only.
+        """
+        model = self.model
+        if model is None or model is not self.forward or not callable(getattr(model, "forward_head", None)):
+            return self.probabilities(images_u8, tta=tta), self.features(images_u8)
+        model.eval()
+        logits, feats = [], []
+        for i in range(0, len(images_u8), self.batch_size):
+            f = model.forward_features(self.inputs(images_u8[i:i + self.batch_size]))
+            logits.append(model.forward_head(f).float().cpu())
+            feats.append(model.forward_head(f, pre_logits=True).flatten(1).float().cpu())
+        if not logits:
+            raise CxrlabError("no images to predict")
+        probs = activation(torch.cat(logits), self.task)
+        if tta:
+            probs = (probs + activation(self.logits(images_u8, mirror=True), self.task)) / 2
+        return probs.numpy(), torch.cat(feats).numpy()
+
     def mc_dropout(self, images_u8: Any, passes: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std (N, L) of the probabilities over ``passes`` passes with dropout active.
 

@@ -85,6 +85,24 @@ def test_subtle_nodules_are_small_faint_and_lost_at_64px(tmp_path):
     assert json.loads((out / "phantom.json").read_text())["subtle"] is True
 
 
+def test_subtle_nodules_are_found_at_256px_but_look_like_their_mimics_at_64px():
+    """A scale-matched blob detector (max of a difference of Gaussians, position unknown)."""
+    from sklearn.metrics import roc_auc_score
+
+    items = [render(i, size=256, seed=0, subtle=True) for i in range(120)]
+    y = [it.labels["Nodule"] for it in items]
+    auc = {}
+    for res in (64, 256):
+        scores = []
+        for it in items:
+            a = cv2.resize(it.pixels.astype(np.float32), (res, res), interpolation=cv2.INTER_AREA)
+            sigma = 0.5 * res / 256 if res == 256 else 0.8
+            d = cv2.GaussianBlur(a, (0, 0), sigma) - cv2.GaussianBlur(a, (0, 0), 3 * sigma)
+            scores.append(d[int(0.2 * res):int(0.85 * res), int(0.15 * res):int(0.85 * res)].max())
+        auc[res] = roc_auc_score(y, scores)
+    assert auc[256] > 0.9 and auc[64] < 0.65, auc
+
+
 # --- CheXpert ---------------------------------------------------------------------------------
 
 

@@ -61,6 +61,29 @@ def test_study_fusion_of_frontal_and_lateral():
     assert fuse_by(t, ["A"], "study", "mean")["prob_A"].tolist() == pytest.approx([0.6, 0.2])
 
 
+def test_frontal_only_and_lateral_only_runs_fuse_per_study(tmp_path):
+    from cxrlab.config import load_config
+    from cxrlab.data.preprocess import Preprocess
+    from cxrlab.run import ModelRecord, RunFolder
+    from cxrlab.workflows.ensemble import ensemble_runs
+
+    cfg = load_config(None, ["data.root=.", "data.source=chexpert"])
+    rows = {"frontal": (["s1/f.jpg", "s2/f.jpg"], [0.3, 0.2]), "lateral": (["s1/l.jpg"], [0.9])}
+    for name, (images, probs) in rows.items():
+        run = RunFolder(tmp_path / name)
+        run.path.mkdir()
+        run.write_model_record(ModelRecord.new(cfg, ["A"], Preprocess(size=32)))
+        study = [f"p{i[1]}/{i[:2]}" for i in images]
+        run.write_predictions(pd.DataFrame({"image": images, "patient": [s.split("/")[0] for s in study],
+                                            "study": study, "A": [1.0 if i.startswith("s1") else 0.0
+                                                                  for i in images], "prob_A": probs}))
+    out = ensemble_runs([tmp_path / "frontal", tmp_path / "lateral"], tmp_path / "fl", how="max", by="study")
+    fused = RunFolder(out).read_predictions()
+    assert fused["image"].tolist() == ["p1/s1", "p2/s2"] and fused["prob_A"].tolist() == pytest.approx([0.9, 0.2])
+    with pytest.raises(CxrlabError, match="different images"):  # disjoint runs without `by`: refused
+        ensemble_runs([tmp_path / "frontal", tmp_path / "lateral"], tmp_path / "x")
+
+
 def test_flip_tta_averages_image_and_mirror():
     torch.manual_seed(0)
     model = build_model("simple_cnn", 2, width=4, convs=1)

@@ -33,3 +33,17 @@ def test_predictor_features_batches_uint8_images_and_needs_the_module():
         Predictor(model, "multilabel").features(imgs)
     with pytest.raises(CxrlabError, match="forward_head"):
         penultimate(torch.nn.Linear(2, 2), torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize(("name", "options"), [("simple_cnn", {"width": 4, "convs": 1}), ("test_resnet", {}),
+                                               ("fusion", {"backbones": ["test_resnet", "test_efficientnet"],
+                                                           "dim": 8, "heads": 2})])
+def test_one_pass_gives_the_same_probabilities_and_features_as_two(name, options):
+    torch.manual_seed(0)
+    model = build_model(name, 3, **options)
+    pred = Predictor.for_model(model, "multilabel", batch_size=4)
+    imgs = np.random.default_rng(1).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    for tta in (False, True):
+        probs, feats = pred.probabilities_and_features(imgs, tta=tta)
+        np.testing.assert_allclose(probs, pred.probabilities(imgs, tta=tta), atol=1e-5)
+        np.testing.assert_allclose(feats, pred.features(imgs), atol=1e-5)

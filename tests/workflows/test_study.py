@@ -1,5 +1,6 @@
 """Studies: a grid of runs that resumes after kill -9, re-runs changed cells, and runs through submitit."""
 
+import importlib.util
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -149,3 +151,38 @@ def test_presets_load_and_list():
         assert spec.phantom is not None and spec.grid() and base
     r = run_cli("study", "presets")
     assert r.exit_code == 0 and "wollek2023_resolution" in r.stdout
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
+                    reason="needs the playwright package and /usr/bin/chromium (apt-get install chromium)")
+def test_study_report_opens_in_headless_chromium_with_every_image_and_no_error(study_file, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    report = run_study(study_file, phantom=True, out=tmp_path)
+    shots = Path(os.environ.get("CXRLAB_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(report.as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+            headings = page.locator("h2").all_inner_texts()
+            page.screenshot(path=str(shots / "study_report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert [alt for alt, _, _ in images] == ["Metric vs axis", "Training curves"]
+    assert all(ok and width > 300 for _, ok, width in images), images
+    assert headings[:2] == ["Results per cell", "Tests against the baseline (image_size=48) and requested pairs"]
+    assert "Published vs ours" in headings
+    assert (shots / "study_report.png").stat().st_size > 20_000

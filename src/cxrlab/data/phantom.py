@@ -23,8 +23,9 @@ label                     appearance
 Images are reproducible per ``(seed, index)``, independent of how many are
 drawn or in which process.  Images of one patient share their anatomy.
 
-``render(..., subtle=True)`` draws nodules as small and faint as real ones
-(radius 0.5-1% of the image width), so that low resolutions lose them.  The
+``render(..., subtle=True)`` draws nodules as small as real ones (radius
+0.4-0.6% of the image width) and, in every image, nodule mimics of the same
+integrated density (vessels seen end-on), so that low resolutions lose them.  The
 dataset modes in :mod:`cxrlab.data.phantom_layouts` reuse :func:`draw_frontal`
 with other findings, graded intensities and extra patterns.
 """
@@ -107,7 +108,8 @@ def render(index: int, size: int = 256, seed: int = 0, *, subtle: bool = False) 
         index: image number (0-based).
         size: side length in pixels (square images).
         seed: dataset seed; the same ``(seed, index, size)`` gives the same image.
-        subtle: draw nodules small and faint (:data:`SUBTLE_NODULE`); off by default.
+        subtle: draw nodules small (:data:`SUBTLE_NODULE`) beside mimics (:data:`SUBTLE_MIMICS`); off
+            by default.
 
     Returns:
         The image, its label dict (0/1 per :data:`LABELS`) and its true boxes.

@@ -74,8 +74,9 @@ def write_phantom(
         seed: dataset seed (same seed, same files).
         test_fraction: fraction of *patients* listed in ``test_list.txt``.
         workers: processes to render with (default: all cores).
-        subtle: small, faint nodules (radius 0.5-1% of the width) that low
-            resolutions lose; off by default (the default output is unchanged).
+        subtle: small nodules (radius 0.4-0.6% of the width) beside nodule mimics
+            that low resolutions cannot tell apart; off by default (the default
+            output is unchanged).
     """
     if n < 1:
         raise CxrlabError(f"phantom: --n must be >= 1, got {n}")

@@ -121,11 +121,12 @@ def confusion_plot(data: dict[str, Any]) -> str | None:
                 ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=8,
                         color="white" if share[i][j] > 0.5 else "black")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [], fontsize=7)  # same classes
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("predicted", fontsize=7)
     axes[0][0].set_ylabel("true", fontsize=7)
     fig.suptitle("confusion matrices (test split; binary cells at the validation-chosen threshold)", fontsize=9)
+    fig.tight_layout()
     return _png(fig)
 
 

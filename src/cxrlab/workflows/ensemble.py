@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.ensemble import ensemble_tables, fuse_by
 from cxrlab.run import RunFolder
 
 
 def ensemble_runs(runs: list[str | Path], out: str | Path, how: str = "mean", by: str | None = None) -> Path:
-    """Combine ``runs``' predictions (mean or max), optionally fused per ``by`` (e.g. ``study``)."""
+    """Combine ``runs``' predictions (mean or max), optionally fused per ``by`` (e.g. ``study``).
+
+    Runs tested on the same images are combined image by image (then fused per ``by``).  Runs
+    tested on disjoint images, such as a frontal-only and a lateral-only model, need ``by``: their
+    rows are pooled and fused per ``by`` (one study's frontal and lateral predictions combined).
+    """
     if not runs:
         raise CxrlabError("ensemble needs at least one run")
     folders = [RunFolder(r) for r in runs]
@@ -20,9 +27,15 @@ def ensemble_runs(runs: list[str | Path], out: str | Path, how: str = "mean", by
         if rec.labels != records[0].labels or rec.task != records[0].task:
             raise CxrlabError(f"{f.path}: labels or task differ from {folders[0].path}")
     labels = records[0].labels
-    table = ensemble_tables([f.read_predictions() for f in folders], labels, how)
-    if by:
-        table = fuse_by(table, labels, key=by, how=how)
+    tables = [f.read_predictions() for f in folders]
+    images = [set(t["image"]) for t in tables]
+    disjoint = len(tables) > 1 and sum(map(len, images)) == len(set().union(*images))
+    if by and disjoint:  # view-specific models (e.g. frontal-only + lateral-only): their rows, fused per study
+        table = fuse_by(pd.concat(tables, ignore_index=True), labels, key=by, how=how)
+    else:
+        table = ensemble_tables(tables, labels, how)
+        if by:
+            table = fuse_by(table, labels, key=by, how=how)
     target = RunFolder(out)
     target.path.mkdir(parents=True, exist_ok=True)
     extra = {"members": [str(r) for r in runs], "combine": how, "fused_by": by}

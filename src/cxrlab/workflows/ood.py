@@ -111,7 +111,11 @@ class OodScorer:
 
     def score(self, images_u8: Any) -> tuple[np.ndarray, np.ndarray]:
         """(scores, flags) per image: the distance and whether it lies beyond the threshold."""
-        scores = ood.mahalanobis(self.predictor.features(images_u8), self.summary)
+        return self.score_features(self.predictor.features(images_u8))
+
+    def score_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, flags) of penultimate features already computed (e.g. with the probabilities)."""
+        scores = ood.mahalanobis(features, self.summary)
         return scores, ood.flags(scores, self.summary)
 
 

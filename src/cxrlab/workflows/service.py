@@ -90,8 +90,14 @@ class ModelService:
         """One result per image: probabilities, thresholds, decision, OOD score (and MC dropout)."""
         rec = self.record
         with self.lock:
-            probs = self.predictor.probabilities(images_u8, tta=tta)
-            scores, flags = self.scorer.score(images_u8) if self.scorer else (None, None)
+            scores, flags = None, None
+            if self.scorer and self.predictor is self.scorer.predictor:  # torch: one pass for both
+                probs, feats = self.predictor.probabilities_and_features(images_u8, tta=tta)
+                scores, flags = self.scorer.score_features(feats)
+            else:
+                probs = self.predictor.probabilities(images_u8, tta=tta)
+                if self.scorer:
+                    scores, flags = self.scorer.score(images_u8)
             mc = self.opened.predictor.mc_dropout(images_u8, passes=mc_passes) if mc_passes > 0 else None
         decisions = decide(probs, rec.labels, rec.task, rec.thresholds)
         out = []
