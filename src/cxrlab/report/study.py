@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cxrlab.runio import atomic_write, atomic_write_text  # noqa: E402
 
@@ -208,6 +209,7 @@ def curves_plot(data: dict[str, Any]) -> str | None:
     axes[0].set_ylabel("validation loss")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.suptitle("training curves per cell (same axes)")
