@@ -83,44 +83,55 @@ class Predictor:
             probs = (probs + activation(self.logits(images_u8, mirror=True), self.task)) / 2
         return probs.numpy()
 
+    @property
+    def has_features(self) -> bool:
+        """Whether :meth:`features` works: a PyTorch model, or an ONNX export with a features output."""
+        return self.model is not None or bool(getattr(self.forward, "has_features", False))
+
     @torch.no_grad()
     def features(self, images_u8: Any) -> np.ndarray:
         """Penultimate features (N, D) for uint8 images, from the model's input as :meth:`inputs` makes it.
 
-        Needs the PyTorch model (an exported ONNX graph returns logits only).
+        Needs the PyTorch model or an ONNX export with a ``features`` output (cxrlab export writes one).
         """
-        model = self.model
-        if model is None:
-            raise CxrlabError("penultimate features need the PyTorch model (not an exported ONNX graph)")
-        model.eval()
-        out = [penultimate(model, self.inputs(images_u8[i:i + self.batch_size])).float().cpu()
-               for i in range(0, len(images_u8), self.batch_size)]
-        if not out:
-            raise CxrlabError("no images to compute features of")
-        return torch.cat(out).numpy()
+        return self._outputs(images_u8, logits=False)[1]
 
     @torch.no_grad()
     def probabilities_and_features(self, images_u8: Any, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`probabilities` and :meth:`features` from one backbone pass per batch (PyTorch model).
+        """:meth:`probabilities` and :meth:`features` from one backbone pass per batch.
 
-        The logits come from the same ``forward_head`` that ``model(x)`` calls, so they equal
-        :meth:`logits`; with ``tta`` the mirrored pass adds to the probabilities only.
+        The logits come from the same ``forward_head`` that ``model(x)`` calls (or the same ONNX
+        graph), so they equal :meth:`logits`; with ``tta`` the mirrored pass adds to the probabilities only.
         """
-        model = self.model
-        if model is None or model is not self.forward or not callable(getattr(model, "forward_head", None)):
-            return self.probabilities(images_u8, tta=tta), self.features(images_u8)
-        model.eval()
-        logits, feats = [], []
-        for i in range(0, len(images_u8), self.batch_size):
-            f = model.forward_features(self.inputs(images_u8[i:i + self.batch_size]))
-            logits.append(model.forward_head(f).float().cpu())
-            feats.append(model.forward_head(f, pre_logits=True).flatten(1).float().cpu())
-        if not logits:
-            raise CxrlabError("no images to predict")
-        probs = activation(torch.cat(logits), self.task)
+        logits, feats = self._outputs(images_u8, logits=True)
+        probs = activation(logits, self.task)
         if tta:
             probs = (probs + activation(self.logits(images_u8, mirror=True), self.task)) / 2
-        return probs.numpy(), torch.cat(feats).numpy()
+        return probs.numpy(), feats
+
+    def _outputs(self, images_u8: Any, logits: bool) -> tuple[torch.Tensor, np.ndarray]:
+        model, onnx = self.model, getattr(self.forward, "logits_and_features", None)
+        if model is None and not self.has_features:
+            raise CxrlabError("penultimate features need the PyTorch model or an ONNX export with features "
+                              "(re-export with cxrlab export RUN)")
+        if model is not None:
+            model.eval()
+        outs, feats = [], []
+        for i in range(0, len(images_u8), self.batch_size):
+            x = self.inputs(images_u8[i:i + self.batch_size])
+            if model is None:
+                out, f = onnx(x)
+            elif logits and model is self.forward and callable(getattr(model, "forward_head", None)):
+                h = model.forward_features(x)
+                out, f = model.forward_head(h), model.forward_head(h, pre_logits=True).flatten(1)
+            else:  # features only, or a forward that is not the module: two calls
+                out, f = (self.forward(x) if logits else None), penultimate(model, x)
+            if logits:
+                outs.append(out.float().cpu())
+            feats.append(f.float().cpu())
+        if not feats:
+            raise CxrlabError("no images to predict")
+        return (torch.cat(outs) if logits else torch.empty(0)), torch.cat(feats).numpy()
 
     def mc_dropout(self, images_u8: Any, passes: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std (N, L) of the probabilities over ``passes`` passes with dropout active.

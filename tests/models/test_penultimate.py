@@ -47,3 +47,23 @@ def test_one_pass_gives_the_same_probabilities_and_features_as_two(name, options
         probs, feats = pred.probabilities_and_features(imgs, tta=tta)
         np.testing.assert_allclose(probs, pred.probabilities(imgs, tta=tta), atol=1e-5)
         np.testing.assert_allclose(feats, pred.features(imgs), atol=1e-5)
+
+
+def test_onnx_export_gives_the_features_too_and_an_old_logits_only_export_says_so(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cxrlab.models.onnx import OnnxEngine, export_model
+
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 3, width=4, convs=1).eval()
+    imgs = np.random.default_rng(2).integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    torch_pred = Predictor.for_model(model, "multilabel")
+    onnx_pred = Predictor(OnnxEngine(export_model(model, 1, 32, tmp_path / "m.onnx")), "multilabel")
+    assert onnx_pred.has_features
+    probs, feats = onnx_pred.probabilities_and_features(imgs)
+    np.testing.assert_allclose(probs, torch_pred.probabilities(imgs), atol=1e-5)
+    np.testing.assert_allclose(feats, torch_pred.features(imgs), atol=1e-4)
+    old = Predictor(OnnxEngine(export_model(torch.nn.Sequential(model), 1, 32, tmp_path / "old.onnx")), "multilabel")
+    assert not old.has_features
+    np.testing.assert_allclose(old.probabilities(imgs), probs, atol=1e-5)
+    with pytest.raises(CxrlabError, match="re-export"):
+        old.features(imgs)

@@ -197,6 +197,14 @@ def test_thresholds_from_validation_predict_and_onnx_parity(tiny_run, tiny_phant
     cols = [f"prob_{k}" for k in LABELS]
     assert np.allclose(torch_out[cols].to_numpy(), onnx_out[cols].to_numpy(), atol=1e-5)
     assert (torch_out["prediction"] == onnx_out["prediction"]).all()
+    # the OOD score from the ONNX graph's own features output (one pass), as PyTorch gives it
+    from cxrlab.workflows.ood import open_scorer
+    from cxrlab.workflows.predict import open_predictor
+
+    onnx_predictor, _ = open_predictor(run, "onnx")
+    assert onnx_predictor.has_features and open_scorer(run, onnx_predictor).predictor is onnx_predictor
+    assert np.allclose(torch_out["ood_score"], onnx_out["ood_score"], rtol=1e-3, atol=1e-3)
+    assert (torch_out["ood_flag"] == onnx_out["ood_flag"]).all()
     out = tmp_path / "pred.csv"
     r = run_cli("predict", str(run.path), "-i", str(imgs[0]), "-i",
                         str(imgs[1]), "--csv", str(out))

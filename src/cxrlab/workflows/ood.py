@@ -100,7 +100,7 @@ def read_ood(run: RunFolder) -> dict[str, Any] | None:
 
 @dataclass
 class OodScorer:
-    """Mahalanobis scores of uint8 model inputs against a run's summary (PyTorch model needed)."""
+    """Mahalanobis scores of uint8 model inputs against a run's summary (a predictor with features)."""
 
     summary: dict[str, Any]
     predictor: Predictor
@@ -120,10 +120,14 @@ class OodScorer:
 
 
 def open_scorer(run: RunFolder, predictor: Predictor | None = None) -> OodScorer | None:
-    """The run's :class:`OodScorer` (opening its PyTorch model unless given), or ``None`` without ``ood.json``."""
+    """The run's :class:`OodScorer`, or ``None`` without ``ood.json``.
+
+    Scores with ``predictor`` when it gives features (a PyTorch model, or an ONNX export with a
+    features output); else opens the run's PyTorch model.
+    """
     summary = read_ood(run)
     if summary is None:
         return None
-    if predictor is None or predictor.model is None:
+    if predictor is None or not predictor.has_features:
         predictor = open_model(run).predictor
     return OodScorer(summary, predictor)

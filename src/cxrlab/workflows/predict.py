@@ -82,9 +82,14 @@ def predict_images(run_dir: str | Path, images: list[Path], engine: str = "torch
     paths = expand_inputs(images)
     probs, scores, flags = [], [], []
     for batch in progress(_batches(paths, rec, batch_size), total=-(-len(paths) // batch_size), desc="predict"):
-        probs.append(predictor.probabilities(batch, tta=tta))
+        if scorer is not None and scorer.predictor is predictor:  # one pass for both
+            p, feats = predictor.probabilities_and_features(batch, tta=tta)
+            s, f = scorer.score_features(feats)
+        else:
+            p = predictor.probabilities(batch, tta=tta)
+            s, f = scorer.score(batch) if scorer is not None else (None, None)
+        probs.append(p)
         if scorer is not None:
-            s, f = scorer.score(batch)
             scores.append(s)
             flags.append(f)
     prob = np.concatenate(probs)

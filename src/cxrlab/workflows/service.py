@@ -56,8 +56,9 @@ class ModelService:
 
     Args:
         run_dir: the run folder.
-        engine: ``auto`` | ``torch`` | ``onnx`` for the probabilities; the PyTorch model is
-            loaded in every case for OOD features, MC dropout and explanations.
+        engine: ``auto`` | ``torch`` | ``onnx`` for the probabilities and the OOD features (an ONNX
+            export from before features were exported falls back to PyTorch for them); the PyTorch
+            model is loaded in every case for MC dropout and explanations.
     """
 
     def __init__(self, run_dir: str | Path, engine: str = "auto"):
@@ -67,7 +68,8 @@ class ModelService:
         self.record = self.opened.record
         self.predictor = (self.opened.predictor if self.engine == "torch"
                           else open_predictor(self.run, "onnx")[0])
-        self.scorer = open_scorer(self.run, self.opened.predictor)
+        # OOD features from the engine that gives the probabilities when it can (one pass per request)
+        self.scorer = open_scorer(self.run, self.predictor if self.predictor.has_features else self.opened.predictor)
         self.card = card_metadata(self.run.path)
         self.lock = threading.Lock()
 
@@ -91,7 +93,7 @@ class ModelService:
         rec = self.record
         with self.lock:
             scores, flags = None, None
-            if self.scorer and self.predictor is self.scorer.predictor:  # torch: one pass for both
+            if self.scorer and self.predictor is self.scorer.predictor:  # one pass for both
                 probs, feats = self.predictor.probabilities_and_features(images_u8, tta=tta)
                 scores, flags = self.scorer.score_features(feats)
             else:
