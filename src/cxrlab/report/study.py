@@ -146,7 +146,7 @@ def published_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             if value is None or (what not in ("macro", "accuracy") and what not in r["per_label"]):
                 continue
             mine = (ours or {}).get(key)
-            rows.append([cell, what, _f(value), _ci(ours, key),
+            rows.append([cell, what, f"{value:.4f}".rstrip("0").rstrip("."), _ci(ours, key),  # as published
                          f"{mine - value:+.3f}" if isinstance(mine, float) else "n/a"])
     return head, rows
 

@@ -172,37 +172,49 @@ def _run_parallel(plan: StudyPlan, todo: list[PlannedCell], devices: list[str]) 
     A cell's output goes to ``<study>/logs/<cell>.log``; a failed cell does not stop the others, and
     the study says which failed (rerun to resume them).
     """
-    from cxrlab.runio import atomic_write_json
-
     logs = plan.folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     queue, running, failed = list(todo), {}, []
     say(f"running {len(todo)} cells on {len(devices)} devices ({', '.join(devices)}); logs in {logs}")
     with make_progress() as bar:
         task = bar.add_task("study cells", total=len(todo), info="")
-        while queue or running:
-            for slot, device in enumerate(devices):
-                if not queue or slot in running:
-                    continue
-                cell = queue.pop(0)
-                cfg_file = atomic_write_json(logs / f"{cell.name}.config.json", cell.cfg.model_dump(mode="json"))
-                log = open(logs / f"{cell.name}.log", "w")  # noqa: SIM115  (closed when the process ends)
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": device, "CXRLAB_QUIET": "1"}
-                proc = subprocess.Popen([sys.executable, "-m", "cxrlab.workflows.study_cell", str(cfg_file),
-                                         cell.status], stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[slot] = (cell, proc, log)
-            time.sleep(0.5)
-            for slot, (cell, proc, log) in list(running.items()):
-                if proc.poll() is None:
-                    continue
+        try:
+            _fill_devices(queue, running, failed, devices, logs, bar, task)
+        finally:  # interrupted (Ctrl-C) or failed here: stop the cells still running; a rerun resumes them
+            for _, proc, log in running.values():
+                proc.terminate()
+                proc.wait()
                 log.close()
-                del running[slot]
-                if proc.returncode != 0:
-                    tail = (logs / f"{cell.name}.log").read_text(errors="replace").strip().splitlines()
-                    failed.append(f"{cell.name}: {tail[-1] if tail else f'exit {proc.returncode}'}")
-                bar.update(task, advance=1, info=f"{cell.name} {'failed' if proc.returncode else 'done'}")
     if failed:
         raise CxrlabError(f"{len(failed)} study cells failed (rerun to resume; logs in {logs}): " + "; ".join(failed))
+
+
+def _fill_devices(queue: list[PlannedCell], running: dict, failed: list[str], devices: list[str], logs: Path,
+                  bar: Any, task: Any) -> None:
+    """Keep one cell running per device until the queue is empty and every cell has ended."""
+    from cxrlab.runio import atomic_write_json
+
+    while queue or running:
+        for slot, device in enumerate(devices):
+            if not queue or slot in running:
+                continue
+            cell = queue.pop(0)
+            cfg_file = atomic_write_json(logs / f"{cell.name}.config.json", cell.cfg.model_dump(mode="json"))
+            log = open(logs / f"{cell.name}.log", "w")  # noqa: SIM115  (closed when the process ends)
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": device, "CXRLAB_QUIET": "1"}
+            proc = subprocess.Popen([sys.executable, "-m", "cxrlab.workflows.study_cell", str(cfg_file),
+                                     cell.status], stdout=log, stderr=subprocess.STDOUT, env=env)
+            running[slot] = (cell, proc, log)
+        time.sleep(0.5)
+        for slot, (cell, proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[slot]
+            if proc.returncode != 0:
+                tail = (logs / f"{cell.name}.log").read_text(errors="replace").strip().splitlines()
+                failed.append(f"{cell.name}: {tail[-1] if tail else f'exit {proc.returncode}'}")
+            bar.update(task, advance=1, info=f"{cell.name} {'failed' if proc.returncode else 'done'}")
 
 
 def _run_submitit(plan: StudyPlan, todo: list[PlannedCell], launcher: str, options: dict[str, Any]) -> None:
