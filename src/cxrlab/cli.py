@@ -354,10 +354,12 @@ def export(
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
     """Re-render RUN/report.html from the run folder (after evaluate, localize, uncertainty, explain)."""
-    from cxrlab.report.run_report import render_report
-    from cxrlab.run import RunFolder
+    from cxrlab.workflows import report_run
 
-    console.print(f"wrote {render_report(RunFolder(run))}")
+    path, hint = report_run(run)
+    console.print(f"wrote {path}")
+    if hint:
+        console.print(f"[yellow]note:[/yellow] {hint}")
 
 
 @app.command()

@@ -85,6 +85,22 @@ def test_report_is_self_contained_after_the_run_folder_moves(report_runs, tmp_pa
     assert not re.findall(r"<img src='(?!data:)", again) and "not drawn" in again
 
 
+def test_report_of_a_run_evaluated_by_an_older_cxrlab_says_how_to_complete_it(report_runs, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(report_runs["binary"].path, old)
+    r = run_cli("report", old)
+    assert r.exit_code == 0 and "older cxrlab" not in r.stdout  # current evaluation: no hint
+    ev = json.loads((old / "evaluation.json").read_text())
+    for v in ev["per_label"].values():  # as evaluation.json was before PR curves and operating points
+        v.pop("operating_point", None)
+        v.pop("average_precision", None)
+    (old / "evaluation.json").write_text(json.dumps(ev))
+    r = run_cli("report", old)
+    text = " ".join(r.stdout.split())
+    assert r.exit_code == 0 and f"wrote {old / 'report.html'}" in text
+    assert "older cxrlab" in text and f"cxrlab evaluate {old}" in text
+
+
 def test_explain_panels_say_decision_and_truth(report_runs):
     run = report_runs["binary"]
     rec = run.read_model_record()

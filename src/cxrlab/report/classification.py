@@ -52,8 +52,10 @@ def rule_text(rule: str) -> str:
 def multilabel_section(ev: dict[str, Any], fig: Path) -> str:
     """AUC per label (macro and micro rows only with several labels), thresholds, calibration, figures."""
     per = ev["per_label"]
-    rows = [[lab, d["positives"], _auc(d), d["average_precision"], f"{d['threshold']:.3f} ({rule_text(d['threshold_rule'])})",
-             d["sensitivity"], d["specificity"], d["ece"]] for lab, d in per.items()]
+    # .get: an evaluation.json from an older cxrlab may lack AP or ECE ("n/a" in the table)
+    rows = [[lab, d["positives"], _auc(d), d.get("average_precision"),
+             f"{d['threshold']:.3f} ({rule_text(d.get('threshold_rule', 'rule not recorded'))})",
+             d["sensitivity"], d["specificity"], d.get("ece")] for lab, d in per.items()]
     if len(per) > 1:  # one label: macro and micro would repeat it
         rows.append(["macro", "", _auc(ev["macro_auc"]), "", "", "", "", ""])
         rows.append(["micro", "", _auc(ev["micro_auc"]), "", "", "", "", ""])
@@ -83,7 +85,7 @@ def binary_section(ev: dict[str, Any], fig: Path) -> str:
     head = (f"<p>n = {ev['n']} test images, {d['positives']} with {lab}. AUC with {_resampling(ev)}; "
             "ECE with 10 equal-width bins.</p>"
             + table(["label", "positives", "AUC (95% CI)", "AP", "ECE"],
-                    [[lab, d["positives"], _auc(d), d["average_precision"], d["ece"]]]))
+                    [[lab, d["positives"], _auc(d), d.get("average_precision"), d.get("ece")]]))
     rates = table(["at the threshold", "value", "95% CI"],
                   [[RATE_NAMES[k], op[k]["value"], _range(op[k]["ci_low"], op[k]["ci_high"])] for k in RATE_NAMES])
     return (head + f"<h3>Decisions at the threshold {op['threshold']:.3f} ({rule_text(d['threshold_rule'])}; chosen on "

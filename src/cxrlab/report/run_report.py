@@ -69,7 +69,7 @@ def write_evaluation_figures(run: RunFolder, task: str, labels: list[str], y_tru
         return out
     per = evaluation["per_label"]
     aucs = {lab: _num(per[lab]["auc"]) for lab in labels}
-    aps = {lab: _num(per[lab]["average_precision"]) for lab in labels}
+    aps = {lab: _num(per[lab].get("average_precision")) for lab in labels}
     roc_pts = {lab: (1 - _num(per[lab]["specificity"]), _num(per[lab]["sensitivity"])) for lab in labels}
     pr_pts = {lab: (_num(per[lab]["sensitivity"]), _num(per[lab]["ppv"])) for lab in labels if "ppv" in per[lab]}
     curves = {lab: expected_calibration_error(y_true[:, i], probs[:, i])[1] for i, lab in enumerate(labels)}

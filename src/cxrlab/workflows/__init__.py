@@ -5,7 +5,7 @@ renders reports.  Nothing below imports it (checked by import-linter).
 """
 
 from cxrlab.workflows.ensemble import ensemble_runs
-from cxrlab.workflows.evaluate import compare_runs, evaluate_run
+from cxrlab.workflows.evaluate import compare_runs, evaluate_run, report_run
 from cxrlab.workflows.experiment import run_experiment
 from cxrlab.workflows.explain import explain_images
 from cxrlab.workflows.localize import localize_run
@@ -13,4 +13,4 @@ from cxrlab.workflows.predict import export_onnx, predict_images
 from cxrlab.workflows.uncertainty import uncertainty_run
 
 __all__ = ["compare_runs", "ensemble_runs", "evaluate_run", "explain_images", "export_onnx", "localize_run",
-           "predict_images", "run_experiment", "uncertainty_run"]
+           "predict_images", "report_run", "run_experiment", "uncertainty_run"]

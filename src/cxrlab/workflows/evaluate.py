@@ -37,6 +37,21 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     return ev
 
 
+def report_run(run_dir: str | Path) -> tuple[Path, str | None]:
+    """Re-render ``RUN/report.html``; return its path and, for a run evaluated by an older cxrlab whose
+    evaluation lacks what the report now shows (PR curves, decisions at the threshold), a hint."""
+    run = RunFolder(run_dir)
+    ev = run.read_json(run.evaluation_file) or {}
+    per = ev.get("per_label", {})
+    rec = run.read_model_record()
+    old = (rec.task != "multiclass" and per and (
+        any("average_precision" not in v for v in per.values())
+        or (rec.task == "binary" and not any("operating_point" in v for v in per.values()))))
+    hint = (f"{run.evaluation_file} is from an older cxrlab: run `cxrlab evaluate {run.path}` to add the PR "
+            "curves and the decisions at the threshold to the report") if old else None
+    return render_report(run), hint
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """DeLong per shared label (Holm-adjusted) and the paired macro-AUC bootstrap of two runs."""
     a, b = RunFolder(run_a), RunFolder(run_b)

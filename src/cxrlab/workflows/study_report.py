@@ -42,7 +42,7 @@ def _cell_row(run: RunFolder) -> dict[str, Any]:
         row["per_label"] = {k: {key: v.get(key) for key in ("auc", "ci_low", "ci_high", "sensitivity",
                                                               "specificity", "threshold")}
                             for k, v in ev.get("per_label", {}).items()}
-        op = next(iter(ev.get("per_label", {}).values()), {}).get("operating_point") if rec.task == "binary" else None
+        op = _operating_point(ev) if rec.task == "binary" else None
         if op:  # binary: accuracy with CI and confusion at the validation-chosen threshold
             row["operating_point"] = op
             row["accuracy"] = op["accuracy"]
@@ -51,9 +51,13 @@ def _cell_row(run: RunFolder) -> dict[str, Any]:
     return row
 
 
+def _operating_point(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """A binary run's decisions at its validation-chosen threshold (None before evaluation had them)."""
+    return next(iter(ev.get("per_label", {}).values()), {}).get("operating_point")
+
+
 def _threshold(run: RunFolder) -> float | None:
-    ev = run.read_json(run.evaluation_file) or {}
-    op = next(iter(ev.get("per_label", {}).values()), {}).get("operating_point")
+    op = _operating_point(run.read_json(run.evaluation_file) or {})
     return op["threshold"] if op else None
 
 
