@@ -21,7 +21,7 @@ from torch import nn
 from cxrlab.data.preprocess import Preprocess
 from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD, to_float
 from cxrlab.errors import CxrlabError
-from cxrlab.models.registry import penultimate
+from cxrlab.models.registry import logits_and_penultimate, penultimate
 from cxrlab.models.task import activation
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -78,7 +78,10 @@ class Predictor:
 
     def probabilities(self, images_u8: Any, tta: bool = False) -> np.ndarray:
         """Probabilities (N, L); with ``tta`` averaged with those of the mirrored images."""
-        probs = activation(self.logits(images_u8), self.task)
+        return self._probabilities(self.logits(images_u8), images_u8, tta)
+
+    def _probabilities(self, logits: torch.Tensor, images_u8: Any, tta: bool) -> np.ndarray:
+        probs = activation(logits, self.task)
         if tta:
             probs = (probs + activation(self.logits(images_u8, mirror=True), self.task)) / 2
         return probs.numpy()
@@ -104,10 +107,7 @@ class Predictor:
         graph), so they equal :meth:`logits`; with ``tta`` the mirrored pass adds to the probabilities only.
         """
         logits, feats = self._outputs(images_u8, logits=True)
-        probs = activation(logits, self.task)
-        if tta:
-            probs = (probs + activation(self.logits(images_u8, mirror=True), self.task)) / 2
-        return probs.numpy(), feats
+        return self._probabilities(logits, images_u8, tta), feats
 
     def _outputs(self, images_u8: Any, logits: bool) -> tuple[torch.Tensor, np.ndarray]:
         model, onnx = self.model, getattr(self.forward, "logits_and_features", None)
@@ -121,9 +121,8 @@ class Predictor:
             x = self.inputs(images_u8[i:i + self.batch_size])
             if model is None:
                 out, f = onnx(x)
-            elif logits and model is self.forward and callable(getattr(model, "forward_head", None)):
-                h = model.forward_features(x)
-                out, f = model.forward_head(h), model.forward_head(h, pre_logits=True).flatten(1)
+            elif logits and model is self.forward:
+                out, f = logits_and_penultimate(model, x)
             else:  # features only, or a forward that is not the module: two calls
                 out, f = (self.forward(x) if logits else None), penultimate(model, x)
             if logits:

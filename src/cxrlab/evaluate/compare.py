@@ -23,10 +23,7 @@ def compare_tables(pa: pd.DataFrame, pb: pd.DataFrame, la: list[str], lb: list[s
     labels = [lab for lab in la if lab in lb]
     if not labels:
         raise CxrlabError(f"{run_a} and {run_b} share no labels")
-    if set(pa["image"]) != set(pb["image"]):
-        raise CxrlabError(f"{run_a} and {run_b} were tested on different images "
-                          f"({len(set(pa['image']) ^ set(pb['image']))} differ); paired tests need the same set")
-    pb = pb.set_index("image").loc[pa["image"]].reset_index()
+    pb = _paired(pa, pb, run_a, run_b)
     ya, sa, groups = split_prediction_table(pa, labels)
     yb, sb, _ = split_prediction_table(pb, labels)
     if not np.array_equal(np.nan_to_num(ya, nan=-9), np.nan_to_num(yb, nan=-9)):
@@ -44,8 +41,17 @@ def compare_tables(pa: pd.DataFrame, pb: pd.DataFrame, la: list[str], lb: list[s
     }
 
 
+def _paired(pa: pd.DataFrame, pb: pd.DataFrame, run_a: str, run_b: str) -> pd.DataFrame:
+    """``pb``'s rows in ``pa``'s image order; both must hold the same images."""
+    if set(pa["image"]) != set(pb["image"]):
+        raise CxrlabError(f"{run_a} and {run_b} were tested on different images "
+                          f"({len(set(pa['image']) ^ set(pb['image']))} differ); paired tests need the same set")
+    return pb.set_index("image").loc[pa["image"]].reset_index()
+
+
 def compare_decisions(pa: pd.DataFrame, pb: pd.DataFrame, labels: list[str], task: str,
-                      threshold_a: float | None = None, threshold_b: float | None = None) -> dict[str, Any]:
+                      threshold_a: float | None = None, threshold_b: float | None = None,
+                      run_a: str = "A", run_b: str = "B") -> dict[str, Any]:
     """McNemar's test of two models' accuracy on the same images (binary or multi-class tasks).
 
     Multi-class decisions are the arg-max class; binary decisions are ``p >= threshold``
@@ -53,9 +59,7 @@ def compare_decisions(pa: pd.DataFrame, pb: pd.DataFrame, labels: list[str], tas
     """
     if task not in ("binary", "multiclass"):
         raise CxrlabError(f"accuracy comparison needs a binary or multi-class task, not {task}")
-    if set(pa["image"]) != set(pb["image"]):
-        raise CxrlabError("paired accuracy test: the two models were tested on different images")
-    pb = pb.set_index("image").loc[pa["image"]].reset_index()
+    pb = _paired(pa, pb, run_a, run_b)
     ya, sa, _ = split_prediction_table(pa, labels)
     _, sb, _ = split_prediction_table(pb, labels)
     if task == "multiclass":

@@ -44,6 +44,11 @@ def confusion_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> dict
             "tn": int(np.sum(~truth & ~pred)), "fn": int(np.sum(truth & ~pred))}
 
 
+def confusion_matrix(counts: dict[str, int]) -> list[list[int]]:
+    """``{tp, fp, tn, fn}`` as the matrix ``[[TN, FP], [FN, TP]]`` (rows: truth negative, positive)."""
+    return [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]]
+
+
 def operating_point(y: np.ndarray, score: np.ndarray, threshold: float, n_boot: int = 1000,
                     rng: np.random.Generator | None = None, groups: np.ndarray | None = None,
                     chunk: int = 200) -> dict[str, Any]:
@@ -76,11 +81,9 @@ def operating_point(y: np.ndarray, score: np.ndarray, threshold: float, n_boot: 
         tp, fp, tn, fn = (w @ cells).T
         for k, v in rates(tp, fp, tn, fn).items():
             boot[k].append(v)
-    neg, pos = counts["tn"] + counts["fp"], counts["tp"] + counts["fn"]
     out: dict[str, Any] = {
         "threshold": float(threshold), "confusion": counts, "n_boot": n_boot,
-        "normalised": [[_share(counts["tn"], neg), _share(counts["fp"], neg)],
-                       [_share(counts["fn"], pos), _share(counts["tp"], pos)]],
+        "normalised": [[_share(v, sum(row)) for v in row] for row in confusion_matrix(counts)],
     }
     for k in RATES:
         lo, hi = percentile_ci(np.concatenate(boot[k])) if boot[k] else (float("nan"), float("nan"))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cxrlab.errors import CxrlabError
+from cxrlab.models.registry import logits_and_penultimate
 from cxrlab.runio import atomic_write
 
 
@@ -28,8 +29,7 @@ class _LogitsAndFeatures(torch.nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.model.forward_features(x)
-        return self.model.forward_head(f), self.model.forward_head(f, pre_logits=True).flatten(1)
+        return logits_and_penultimate(self.model, x)
 
 
 def export_model(model: torch.nn.Module, in_chans: int, size: int, out: str | Path, opset: int = 17) -> Path:

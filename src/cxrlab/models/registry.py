@@ -149,6 +149,17 @@ def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ``forward_head(x, pre_logits=True)``), so this is the one place that asks a
     model for them (out-of-distribution scores, embeddings).
     """
+    _check_head(model)
+    return model.forward_head(model.forward_features(x), pre_logits=True).flatten(1)
+
+
+def logits_and_penultimate(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(model(x), penultimate(model, x))`` from one ``forward_features`` pass."""
+    _check_head(model)
+    f = model.forward_features(x)
+    return model.forward_head(f), model.forward_head(f, pre_logits=True).flatten(1)
+
+
+def _check_head(model: nn.Module) -> None:
     if not callable(getattr(model, "forward_head", None)):
         raise CxrlabError(f"{type(model).__name__}: no forward_head(x, pre_logits=True) for penultimate features")
-    return model.forward_head(model.forward_features(x), pre_logits=True).flatten(1)

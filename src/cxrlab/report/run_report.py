@@ -17,6 +17,7 @@ import numpy as np
 
 from cxrlab.config import ExperimentConfig
 from cxrlab.evaluate.evaluate import expected_calibration_error
+from cxrlab.evaluate.operating import confusion_matrix
 from cxrlab.report import plots, plots_eval
 from cxrlab.report.classification import classification_section
 from cxrlab.report.html import figure, table, write_report
@@ -79,8 +80,7 @@ def write_evaluation_figures(run: RunFolder, task: str, labels: list[str], y_tru
            plots_eval.reliability(curves, f / "reliability.png")]
     if task == "binary" and len(labels) == 1 and "operating_point" in per[labels[0]]:
         op, lab = per[labels[0]]["operating_point"], labels[0]
-        c = op["confusion"]
-        out.append(plots_eval.confusion([[c["tn"], c["fp"]], [c["fn"], c["tp"]]], [f"no {lab}", lab],
+        out.append(plots_eval.confusion(confusion_matrix(op["confusion"]), [f"no {lab}", lab],
                                         f / "confusion.png",
                                         title=f"Confusion matrix at threshold {op['threshold']:.3f} (test split)"))
     return out

@@ -119,6 +119,18 @@ class OodScorer:
         return scores, ood.flags(scores, self.summary)
 
 
+def probabilities_and_ood(predictor: Predictor, scorer: OodScorer | None, images_u8: Any,
+                          tta: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(probabilities, OOD scores, flags) of uint8 images; one backbone pass for both when the scorer
+    reads the predictor's own features (scores and flags are None without a scorer)."""
+    if scorer is None:
+        return predictor.probabilities(images_u8, tta=tta), None, None
+    if scorer.predictor is predictor:
+        probs, feats = predictor.probabilities_and_features(images_u8, tta=tta)
+        return (probs, *scorer.score_features(feats))
+    return (predictor.probabilities(images_u8, tta=tta), *scorer.score(images_u8))
+
+
 def open_scorer(run: RunFolder, predictor: Predictor | None = None) -> OodScorer | None:
     """The run's :class:`OodScorer`, or ``None`` without ``ood.json``.
 

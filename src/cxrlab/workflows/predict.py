@@ -22,7 +22,7 @@ from cxrlab.progress import progress
 from cxrlab.run import ModelRecord, RunFolder, prob_column
 from cxrlab.runio import atomic_write
 from cxrlab.workflows.common import open_model
-from cxrlab.workflows.ood import open_scorer
+from cxrlab.workflows.ood import open_scorer, probabilities_and_ood
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
 
@@ -82,12 +82,7 @@ def predict_images(run_dir: str | Path, images: list[Path], engine: str = "torch
     paths = expand_inputs(images)
     probs, scores, flags = [], [], []
     for batch in progress(_batches(paths, rec, batch_size), total=-(-len(paths) // batch_size), desc="predict"):
-        if scorer is not None and scorer.predictor is predictor:  # one pass for both
-            p, feats = predictor.probabilities_and_features(batch, tta=tta)
-            s, f = scorer.score_features(feats)
-        else:
-            p = predictor.probabilities(batch, tta=tta)
-            s, f = scorer.score(batch) if scorer is not None else (None, None)
+        p, s, f = probabilities_and_ood(predictor, scorer, batch, tta)
         probs.append(p)
         if scorer is not None:
             scores.append(s)

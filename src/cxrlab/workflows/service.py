@@ -26,7 +26,7 @@ from cxrlab.report.overlay import cam_overlay_png
 from cxrlab.run import RunFolder
 from cxrlab.workflows.card import card_metadata
 from cxrlab.workflows.common import open_model
-from cxrlab.workflows.ood import open_scorer
+from cxrlab.workflows.ood import open_scorer, probabilities_and_ood
 from cxrlab.workflows.predict import open_predictor
 
 ENGINES = ("auto", "torch", "onnx")
@@ -92,14 +92,7 @@ class ModelService:
         """One result per image: probabilities, thresholds, decision, OOD score (and MC dropout)."""
         rec = self.record
         with self.lock:
-            scores, flags = None, None
-            if self.scorer and self.predictor is self.scorer.predictor:  # one pass for both
-                probs, feats = self.predictor.probabilities_and_features(images_u8, tta=tta)
-                scores, flags = self.scorer.score_features(feats)
-            else:
-                probs = self.predictor.probabilities(images_u8, tta=tta)
-                if self.scorer:
-                    scores, flags = self.scorer.score(images_u8)
+            probs, scores, flags = probabilities_and_ood(self.predictor, self.scorer, images_u8, tta)
             mc = self.opened.predictor.mc_dropout(images_u8, passes=mc_passes) if mc_passes > 0 else None
         decisions = decide(probs, rec.labels, rec.task, rec.thresholds)
         out = []

@@ -17,6 +17,7 @@ from typing import Any
 
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.compare import compare_decisions, compare_tables
+from cxrlab.evaluate.operating import confusion_matrix
 from cxrlab.report.study import render_study
 from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write_json, atomic_write_text
@@ -46,8 +47,7 @@ def _cell_row(run: RunFolder) -> dict[str, Any]:
         if op:  # binary: accuracy with CI and confusion at the validation-chosen threshold
             row["operating_point"] = op
             row["accuracy"] = op["accuracy"]
-            c = op["confusion"]
-            row["confusion_matrix"] = [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
+            row["confusion_matrix"] = confusion_matrix(op["confusion"])
     return row
 
 
@@ -63,15 +63,15 @@ def _threshold(run: RunFolder) -> float | None:
 
 def _compare(folder: Path, a: str, b: str, n_boot: int) -> dict[str, Any]:
     ra, rb = RunFolder(folder / "runs" / a), RunFolder(folder / "runs" / b)
-    res = compare_tables(ra.read_predictions(), rb.read_predictions(), ra.read_model_record().labels,
-                         rb.read_model_record().labels, a, b, n_boot=n_boot)
+    pa, pb = ra.read_predictions(), rb.read_predictions()
+    rec_a, rec_b = ra.read_model_record(), rb.read_model_record()
+    res = compare_tables(pa, pb, rec_a.labels, rec_b.labels, a, b, n_boot=n_boot)
     res["n_boot"] = n_boot
-    task = ra.read_model_record().task
+    task = rec_a.task
     ta, tb = _threshold(ra), _threshold(rb)
     decided = task == "multiclass" or (task == "binary" and ta is not None and tb is not None)
-    if decided and task == rb.read_model_record().task:  # paired accuracy: McNemar
-        res["accuracy"] = compare_decisions(ra.read_predictions(), rb.read_predictions(), res["labels"], task,
-                                            ta, tb)
+    if decided and task == rec_b.task:  # paired accuracy: McNemar
+        res["accuracy"] = compare_decisions(pa, pb, res["labels"], task, ta, tb, a, b)
     return res
 
 
