@@ -41,6 +41,16 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
 _wrote = show.wrote
 
 
+def _runs_exist(value: Path | list[Path] | None) -> Path | list[Path] | None:
+    """Callback of every RUN argument: a folder that does not exist is one line, "no such run folder: X"."""
+    if value:
+        from cxrlab.workflows.common import run_folder
+
+        for v in value if isinstance(value, list) else [value]:
+            run_folder(v)
+    return value
+
+
 def _version(value: bool) -> None:
     if value:
         from cxrlab import __version__
@@ -106,16 +116,25 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
 ) -> None:
     """Train, evaluate, explain and report one experiment into runs/<name>/."""
+    import os
+    from contextlib import nullcontext
+
     from cxrlab.config import load_config
-    from cxrlab.workflows import run_experiment
+    from cxrlab.locks import FolderLock
 
     if config is None:
         raise CxrlabError("train needs --config RECIPE (e.g. recipes/phantom_simple_cnn.yaml); "
                           "key=value pairs then override it")
     cfg = load_config(config, overrides or [])
-    console.print(f"training {cfg.model.name} on {cfg.data.source} at {cfg.data.root or '(data.root unset)'}, "
-                  f"{cfg.data.image_size} px, {cfg.train.epochs} epochs -> {Path(cfg.runs_dir) / cfg.name}")
-    summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
+    # the run folder's lock before torch is imported: a second trainer on this name is refused in
+    # well under a second (run_experiment takes the same lock again, re-entrantly)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with FolderLock(Path(cfg.runs_dir) / cfg.name) if main_rank else nullcontext():
+        from cxrlab.workflows import run_experiment
+
+        console.print(f"training {cfg.model.name} on {cfg.data.source} at {cfg.data.root or '(data.root unset)'}, "
+                      f"{cfg.data.image_size} px, {cfg.train.epochs} epochs -> {Path(cfg.runs_dir) / cfg.name}")
+        summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
     if not summary:  # a torchrun worker other than rank 0
         return
     show.run_summary(summary)
@@ -127,7 +146,7 @@ def train(
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>).")],
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>).", callback=_runs_exist)],
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the evaluation here.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
@@ -152,7 +171,7 @@ def evaluate(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders; each is compared with the first.")],
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders; each is compared with the first.", callback=_runs_exist)],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
     out: Annotated[Path | None, typer.Option(help="The HTML page (default RUN_A/compare.html).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the macro-AUC difference.")] = 1000,
@@ -176,7 +195,7 @@ def compare(
 
 @app.command()
 def explain(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)],
     images: Annotated[list[Path], typer.Option("--images", "-i", help="Image files (PNG/JPEG/DICOM), repeatable.")],
     method: Annotated[str, typer.Option(help="gradcam | layergradcam | gradcam++ | saliency")] = "gradcam",
     labels: Annotated[str | None, typer.Option(help="Comma-separated labels to explain (multi-label).")] = None,
@@ -194,7 +213,7 @@ def explain(
 
 @app.command()
 def localize(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)],
     boxes: Annotated[Path | None, typer.Option(help="Box list (NIH BBox_List_2017.csv format); default: the dataset's.")] = None,
     method: Annotated[str, typer.Option(help="gradcam | layergradcam | gradcam++ | saliency")] = "gradcam",
     threshold: Annotated[float, typer.Option(help="CAM threshold after min-max normalisation.")] = 0.5,
@@ -203,15 +222,17 @@ def localize(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON.")] = None,
 ) -> None:
     """CAM -> boxes -> IoU against true boxes: per-class precision and accuracy vs random boxes."""
+    from cxrlab.explain.localize import matching_sentence
     from cxrlab.run import RunFolder
     from cxrlab.runio import atomic_write_json
     from cxrlab.workflows import localize_run
+    from cxrlab.workflows.localize import localization_key
 
     s = localize_run(run, boxes, method=method, threshold=threshold, min_iou=iou, max_cases=max_images)
     show.localization(run, s, method, iou)
-    folder = RunFolder(run)
-    written = [folder.localization_file(method), *sorted(folder.figures.glob(f"*_{method}.png")),
-               folder.report_file]
+    console.print(matching_sentence(s["matching"], str(boxes) if boxes else "the dataset's boxes"), highlight=False)
+    folder, key = RunFolder(run), localization_key(method, boxes)
+    written = [folder.localization_file(key), *sorted(folder.figures.glob(f"*_{key}.png")), folder.report_file]
     if json_out:
         written.append(atomic_write_json(json_out, s))
     _wrote(written)
@@ -219,7 +240,7 @@ def localize(
 
 @app.command()
 def uncertainty(
-    run: Annotated[Path, typer.Argument(help="Run folder (trained with model.dropout > 0).")],
+    run: Annotated[Path, typer.Argument(help="Run folder (trained with model.dropout > 0).", callback=_runs_exist)],
     passes: Annotated[int, typer.Option(help="Stochastic forward passes (the fusion project report used 25 or 100).")] = 25,
     threshold: Annotated[float, typer.Option(help="Std above which a prediction is 'uncertain'.")] = 0.1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary here.")] = None,
@@ -240,7 +261,7 @@ def uncertainty(
 
 @app.command()
 def ensemble(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders tested on the same images.")],
+    runs: Annotated[list[Path], typer.Argument(help="Run folders tested on the same images.", callback=_runs_exist)],
     out: Annotated[Path, typer.Option(help="Folder for the ensemble's predictions (evaluate/compare it).")],
     how: Annotated[str, typer.Option(help="mean | max")] = "mean",
     by: Annotated[str | None, typer.Option(help="Fuse rows by this column, e.g. 'study' (frontal+lateral).")] = None,
@@ -283,7 +304,7 @@ def prepare(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)],
     images: Annotated[list[Path], typer.Option("--images", "-i", help="Image files (PNG/JPEG/DICOM), folders (recursive) or a CSV with a path column; repeatable.")],
     engine: Annotated[str, typer.Option(help="torch, or onnx (after cxrlab export).")] = "torch",
     tta: Annotated[bool, typer.Option(help="Average with the mirrored image.")] = False,
@@ -292,26 +313,44 @@ def predict(
     show: Annotated[int, typer.Option(help="Print at most this many rows.")] = 30,
 ) -> None:
     """Probabilities per label, the predicted labels (at the thresholds chosen on validation), OOD score."""
+    from cxrlab.run import PROB_PREFIX
     from cxrlab.workflows.predict import predict_images, save_predictions
 
     table = predict_images(run, images, engine=engine, tta=tta)
+    labels = [c.removeprefix(PROB_PREFIX) for c in table.columns if c.startswith(PROB_PREFIX)]
+    wide = len(labels) <= 6  # a column per label; more labels: the three most probable in one column
     t = Table(title=f"{run} ({engine})")
     t.add_column("image")
-    t.add_column("prediction")
+    for lab in labels if wide else []:
+        t.add_column(f"P({lab})", justify="right")
+    if not wide:
+        t.add_column(f"highest probabilities (of {len(labels)} labels)")
+    t.add_column("decision", overflow="fold")
     has_ood = "ood_score" in table.columns
     if has_ood:
         t.add_column("OOD score", justify="right")
     for _, row in table.head(show).iterrows():
+        p = {lab: float(row[PROB_PREFIX + lab]) for lab in labels}
+        probs = ([f"{p[lab]:.3f}" for lab in labels] if wide else
+                 [", ".join(f"{lab} {v:.3f}" for lab, v in sorted(p.items(), key=lambda kv: -kv[1])[:3])])
         ood = [f"{row['ood_score']:.1f}" + (" [yellow]unusual[/yellow]" if row["ood_flag"] else "")] if has_ood else []
-        t.add_row(Path(row["image"]).name, row["prediction"], *ood)
+        t.add_row(Path(row["image"]).name, *probs, row["prediction"], *ood)
     console.print(t)
     if len(table) > show:
         console.print(f"... and {len(table) - show} more rows")
+    if has_ood:
+        from cxrlab.evaluate.ood import reliability_note
+        from cxrlab.run import RunFolder
+        from cxrlab.workflows.ood import read_ood
+
+        note = reliability_note(read_ood(RunFolder(run)))
+        if note:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     _wrote([save_predictions(table, p) for p in (csv, out) if p])
 
 
 @app.command()
-def card(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+def card(run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)]) -> None:
     """Write RUN/card.md and RUN/metadata.json (fits RUN/ood.json first for runs trained without it)."""
     from cxrlab.workflows.card import write_card
 
@@ -320,21 +359,24 @@ def card(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
 
 @app.command()
 def serve(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)],
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     engine: Annotated[str, typer.Option(help="auto (ONNX Runtime when RUN/model.onnx exists) | torch | onnx")] = "auto",
     token: Annotated[str | None, typer.Option(envvar="CXRLAB_TOKEN", help="Require 'Authorization: Bearer T'.")] = None,
     max_files: Annotated[int, typer.Option(help="Images per request.")] = 16,
     max_file_mb: Annotated[int, typer.Option(help="Size of one upload in MiB.")] = 32,
-    max_pending: Annotated[int, typer.Option(help="Requests admitted at once; more get 503.")] = 32,
+    max_pending: Annotated[int, typer.Option(help="Requests admitted at once (once their body is in); more get 503.")] = 32,
+    max_per_client: Annotated[int, typer.Option(help="Requests from one client address at once; more get 429.")] = 4,
+    body_timeout: Annotated[float, typer.Option(help="Seconds a request body may take to arrive; then 408.")] = 30.0,
 ) -> None:
     """A local web page and JSON API for a run: predict, explain, model card, OOD warning."""
     from cxrlab.serve.app import serve_run
     from cxrlab.serve.limits import Limits
 
     limits = Limits(max_files=max_files, max_file_bytes=max_file_mb * 2**20,
-                    max_body_bytes=max(64, 2 * max_file_mb) * 2**20, max_pending=max_pending)
+                    max_body_bytes=max(64, 2 * max_file_mb) * 2**20, max_pending=max_pending,
+                    max_per_client=max_per_client, body_timeout=body_timeout)
     serve_run(run, host, port, engine, token, limits,
               announce=lambda url: console.print(f"serving {run} at [bold]{url}[/bold] (API docs {url}docs); "
                                                  "Ctrl+C stops"))
@@ -342,7 +384,7 @@ def serve(
 
 @app.command()
 def export(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)],
     out: Annotated[Path | None, typer.Option(help="Output file (default RUN/model.onnx).")] = None,
 ) -> None:
     """Export the run's best model to ONNX for CPU inference with ONNX Runtime."""
@@ -352,7 +394,7 @@ def export(
 
 
 @app.command()
-def report(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+def report(run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)]) -> None:
     """Re-render RUN/report.html from the run folder (after evaluate, localize, uncertainty, explain)."""
     from cxrlab.workflows import report_run
 

@@ -65,13 +65,19 @@ class DataConfig(_Strict):
     bad_images: Literal["error", "skip"] = "error"
     """Unreadable images: stop with the list (error), or train without them (skip; they are listed in
     RUN/skipped_images.csv and counted in the report)."""
+    verify_cache: bool = False
+    """On every use of the cache, also hash each image file and check each cached row's checksum
+    (reads every file: O(data size)); without it files are checked by size + mtime only."""
 
 
 class ModelConfig(_Strict):
     name: str = "densenet121"
     """``simple_cnn``, ``fusion`` or any timm model name."""
     pretrained: str = "none"
-    """``none``, ``hub`` (needs network) or a path to a local weights file."""
+    """``none``, ``hub`` (network or the local cache), a local weights file, or a run folder (its best weights)."""
+    pretrained_strict: bool = True
+    """Refuse a weights file that supplies under half of the model's tensors outside the classifier head
+    (the wrong architecture or options); ``false`` loads whatever matches, with a warning."""
     in_chans: int = Field(1, ge=1, le=3)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """Dropout before the classifier; unset keeps the model's default (0.5 for fusion, else 0)."""

@@ -35,14 +35,21 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from cxrlab import __version__
 from cxrlab.config import ExperimentConfig, to_yaml
 from cxrlab.data.preprocess import Preprocess, preprocess_of_model_record
 from cxrlab.data.splits import lists_hash
 from cxrlab.errors import CxrlabError
-from cxrlab.runio import append_jsonl, atomic_write, atomic_write_json, atomic_write_text
+from cxrlab.runio import (
+    append_jsonl,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 
 def git_commit() -> str:
@@ -89,6 +96,10 @@ def prediction_table(frame: pd.DataFrame, y: Any, probs: Any, labels: list[str])
     return out
 
 
+#: ``threshold_rule`` of a model record until training has chosen the thresholds on validation.
+UNFINISHED_RULE = "fixed 0.5 (training has not finished)"
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     """``model.json``: all that is needed to rebuild and run a trained model, without its config."""
@@ -110,7 +121,7 @@ class ModelRecord:
         m = cfg.model
         return cls(name=m.name, labels=list(labels), task=cfg.task, in_chans=m.in_chans, preprocess=pre,
                    dropout=m.dropout, options=dict(m.options), thresholds=dict.fromkeys(labels, 0.5),
-                   threshold_rule="fixed 0.5 (training has not finished)")
+                   threshold_rule=UNFINISHED_RULE)
 
     def to_dict(self) -> dict[str, Any]:
         p = self.preprocess
@@ -201,6 +212,35 @@ class RunFolder:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 removed.append(p.name)
         return removed
+
+    def unfinished_reason(self) -> str | None:
+        """Why this run is not finished (None when it is): what a finished training leaves is missing.
+
+        ``train`` writes ``summary.json`` after the best weights, the predictions and the
+        validation-chosen thresholds in ``model.json``, and removes it (with everything derived
+        from the weights) before it trains again; so a run killed mid-epoch, or stopped by a full
+        disk, lacks it.  The thresholds are checked too, for a summary copied in from elsewhere.
+        """
+        if not self.model_json.is_file():
+            return "model.json missing"
+        if not self.weights_file("best").is_file():
+            return "no best weights (training did not finish an epoch)"
+        if not self.summary_file.is_file():
+            return "no summary.json (training was stopped before the end)"
+        try:
+            summary = json.loads(self.summary_file.read_text())
+            info = json.loads(self.model_json.read_text())
+        except (OSError, ValueError):
+            return "summary.json or model.json is not valid JSON"
+        if not isinstance(summary, dict) or not isinstance(info, dict):
+            return "summary.json or model.json is not a JSON object"
+        if info.get("task") != "multiclass" and "not finished" in str(info.get("threshold_rule", "")):
+            return "thresholds not chosen on validation yet (placeholder 0.5)"
+        return None
+
+    def finished(self) -> bool:
+        """Training ran to its end: best weights, test predictions' summary and final thresholds."""
+        return self.unfinished_reason() is None
 
     def predictions_file(self, split: str = "test") -> Path:
         if split not in ("test", "val"):
@@ -297,7 +337,10 @@ class RunFolder:
         """A prediction table, checked against the labels of ``model.json``."""
         path = self.predictions_file(split)
         if not path.is_file():
-            raise CxrlabError(f"{self.path}: not a finished cxrlab run ({path.name} missing)")
+            reason = self.unfinished_reason() if self.config_file.is_file() else None
+            hint = f"training did not finish: {reason}; `cxrlab train --resume` completes it" if reason else ""
+            raise CxrlabError(f"{self.path}: not a finished cxrlab run ({path.name} missing{'; ' if hint else ''}"
+                              f"{hint})")
         table = pd.read_csv(path)
         labels = self.read_model_json().get("labels", [])
         missing = [c for c in ["image", *labels, *prob_columns(labels)] if c not in table.columns]
@@ -324,7 +367,8 @@ class RunFolder:
 
     def save_weights(self, model: torch.nn.Module, which: str) -> Path:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        return atomic_write(self.weights_file(which), lambda tmp: save_file(state, tmp))
+        # serialised in memory, then written: a full disk is one line naming the file, not a safetensors error
+        return atomic_write_bytes(self.weights_file(which), safetensors_bytes(state))
 
     def load_weights(self, model: torch.nn.Module, which: str = "best") -> None:
         path = self.weights_file(which)
@@ -342,7 +386,11 @@ class RunFolder:
         model.load_state_dict(state)
 
     def save_state(self, state: dict[str, Any]) -> None:
-        atomic_write(self.checkpoints / "last_state.pt", lambda tmp: torch.save(state, tmp))
+        import io
+
+        buf = io.BytesIO()  # torch.save on a full disk says "unexpected pos ..."; a plain write says ENOSPC
+        torch.save(state, buf)
+        atomic_write_bytes(self.checkpoints / "last_state.pt", buf.getbuffer())
 
     def load_state(self) -> dict[str, Any] | None:
         p = self.checkpoints / "last_state.pt"

@@ -158,7 +158,7 @@ BAD = [
     ("pic.bmp", cv2.imencode(".bmp", np.zeros((9, 9), np.uint8))[1].tobytes(), 415, "judged by its content"),
     ("empty.png", b"", 422, "empty file"),
     ("trunc.png", _png_noise()[:300], 422, "truncated PNG"),
-    ("garbage.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9", 422, "garbage.jpg: cannot"),
+    ("garbage.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9", 422, "garbage.jpg: corrupt JPEG"),
     ("nopix.dcm", dicom_bytes(None), 422, "no pixel data"),
     ("multi.dcm", dicom_bytes(np.ones((40, 48)), frames=3), 422, "multi-frame DICOM (3 frames)"),
     ("bomb.png", bomb_png(), 422, "exceeds the limit of 36,000,000 pixels"),

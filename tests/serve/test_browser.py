@@ -6,11 +6,13 @@ Set ``CXRLAB_SCREENSHOT=FILE.png`` to keep the screenshot.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -36,14 +38,15 @@ def phantom_images(tiny_phantom):
     return first_images(tiny_phantom)
 
 
-@pytest.fixture(scope="module")
-def server_url(served_run):
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port; yields the page's URL."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(served_run.path, "auto"), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -51,10 +54,18 @@ def server_url(served_run):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server_url(served_run):
+    with serving(create_app(served_run.path, "auto")) as url:
+        yield url
 
 
 def test_page_predicts_explains_and_warns_with_the_keyboard_alone(server_url, phantom_images, tmp_path):
@@ -77,6 +88,7 @@ def test_page_predicts_explains_and_warns_with_the_keyboard_alone(server_url, ph
             page.goto(server_url)
             page.wait_for_selector("#card table")
             assert "served" in page.inner_text("#model-name")
+            assert "No patient is in two splits." in page.inner_text("#card")  # the phantom's split is by patient
             # keyboard only: Tab past the skip link to "Choose files...", Enter opens the picker
             page.keyboard.press("Tab")
             page.keyboard.press("Tab")
@@ -110,3 +122,54 @@ def test_page_predicts_explains_and_warns_with_the_keyboard_alone(server_url, ph
     assert shot.stat().st_size > 10_000
     if os.environ.get("CXRLAB_SCREENSHOT"):
         shutil.copy(shot, os.environ["CXRLAB_SCREENSHOT"])
+
+
+def test_binary_page_says_normal_and_the_card_shows_patients_shared_by_train_and_test(tmp_path):
+    """A Kermany-layout run (binary, 2 patients in train and test): the page's wording for both."""
+    from playwright.sync_api import sync_playwright
+
+    from cxrlab.config import load_config
+    from cxrlab.data.phantom_layouts.kermany import write_phantom_kermany
+    from cxrlab.data.preprocess import load_image
+    from cxrlab.workflows import run_experiment
+    from cxrlab.workflows.service import ModelService
+
+    root = write_phantom_kermany(tmp_path / "kermany", n=90, size=48, seed=1, workers=1, shared_patients=2)
+    run_experiment(load_config(None, [], base={
+        "name": "pneumonia", "seed": 0, "runs_dir": str(tmp_path / "runs"), "task": "binary",
+        "data": {"source": "kermany", "root": str(root), "image_size": 32, "workers": 1},
+        "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
+        "train": {"epochs": 1, "batch_size": 16}, "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}))
+    service = ModelService(tmp_path / "runs" / "pneumonia", "torch")
+    assert set(service.patient_overlap) == {"train-test"} and service.patient_overlap["train-test"]["patients"] == 2
+    images = sorted((root / "test").rglob("*.jpeg"))
+    results = service.predict(np.stack([load_image(p, service.record.preprocess) for p in images]),
+                              [p.name for p in images])
+    negative = next((p for p, r in zip(images, results, strict=True) if r["prediction"] == "none"), None)
+    assert negative is not None, "no test image below the threshold: cannot show the negative wording"
+    errors: list[str] = []
+    with serving(create_app(service=service)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 860})
+            page.set_default_timeout(120_000)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_selector("#card .leak")
+            leak = page.inner_text("#card .leak")
+            assert "train and test: 2 patients" in leak and "likely optimistic" in leak
+            assert "1 labels" not in page.inner_text("#model-meta") and "Pneumonia" in page.inner_text("#model-meta")
+            assert "letterbox" not in page.inner_text("#card") and "squashed" in page.inner_text("#card")  # steps applied
+            page.set_input_files("#files", [str(negative)])
+            page.wait_for_selector(".result .decision strong")
+            decision = page.inner_text(".result .decision")
+            assert "Normal (no Pneumonia)" in decision and "No label reaches" not in decision
+            page.wait_for_function("[...document.querySelectorAll('img.cam')].every(i => i.complete && i.naturalWidth > 0)")
+            shot = tmp_path / "serve_binary.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    if os.environ.get("CXRLAB_SCREENSHOT"):
+        shutil.copy(shot, Path(os.environ["CXRLAB_SCREENSHOT"]).with_name("serve_binary.png"))

@@ -135,10 +135,10 @@ def test_device_and_n_boot_mistakes_fail_before_work(tiny_phantom, tmp_path):
 
 
 def test_uncertainty_uses_the_runs_split_and_writes_valid_json(tiny_phantom, tmp_path):
-    run_experiment(tiny(tiny_phantom, tmp_path, **{"model.dropout": 0.3, "data.limit": 9}))
+    run_experiment(tiny(tiny_phantom, tmp_path, **{"model.dropout": 0.3, "data.limit": 20}))
     run = RunFolder(tmp_path / "t")
     u = uncertainty_run(run.path, passes=3)
-    assert u["images"] == len(run.read_split()["test"]) == 9
+    assert u["images"] == len(run.read_split()["test"]) == 20
     json.loads(run.uncertainty_file.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
     r = run_cli("evaluate", run.path, "--n-boot", "0")
     assert r.exit_code == 2 and "--n-boot" in r.stderr

@@ -63,7 +63,7 @@ def test_run_folder_holds_every_artifact(tiny_run):
     state = load_file(str(p / "checkpoints/best.safetensors"))
     assert "head.weight" in state
     html = (p / "report.html").read_text()
-    for alt in ["ROC curves", "training curves", "CAM overlays"]:  # embedded, not linked
+    for alt in ["ROC curves", "training curves", "Grad-CAM overlays"]:  # embedded, not linked
         assert f"alt='{alt}'" in html
     assert "src='figures/" not in html and html.count("src='data:image/png;base64,") >= 3
     loc = summary["localization"]
@@ -122,7 +122,7 @@ def test_evaluate_and_compare_cli_on_two_runs(tiny_run, tiny_phantom):
     assert all(0 <= d["p"] <= 1 and d["p_holm"] >= d["p"] for d in c["per_label"].values() if d["p"] == d["p"])
     assert "Holm" in r.stdout
     r = run_cli("compare", str(run.path), str(run.path.parent / "nope"))
-    assert r.exit_code == 2 and "not a finished cxrlab run" in r.stderr
+    assert r.exit_code == 2 and "no such run folder" in r.stderr
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "saliency"])
@@ -154,7 +154,7 @@ def test_explain_and_localize_cli(tiny_run, tiny_phantom, tmp_path):
     assert r.exit_code == 0, r.output
     loc = json.loads(out.read_text())
     assert loc["cases"] > 0 and set(loc["per_class"]) <= set(LABELS)
-    assert "Localisation (gradcam, cxrlab localize)" in (run.path / "report.html").read_text()
+    assert "Localisation (Grad-CAM, cxrlab localize)" in (run.path / "report.html").read_text()
     r = run_cli("explain", str(run.path), "-i", str(img), "--labels",
                         "Hernia")
     assert r.exit_code == 2 and "not among the model's labels" in r.stderr

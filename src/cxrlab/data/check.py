@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from cxrlab.data.io import read_gray
+from cxrlab.data.workers import worker_pool
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import progress
 
@@ -33,7 +33,7 @@ def check_images(paths: list[Path], workers: int = 0) -> list[str]:
     jobs = [str(p) for p in paths]
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) >= 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             results = list(progress(pool.map(check_one, jobs, chunksize=32), total=len(jobs), desc="check"))
     else:
         results = [check_one(j) for j in progress(jobs, desc="check")]

@@ -32,6 +32,8 @@ class Manifest:
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     split_method: str = ""
     """How the splits were made, in words (set by :func:`cxrlab.data.sources.complete_splits`)."""
+    origin: str = ""
+    """The file (or folder) the rows were read from, named in errors about them (default: ``root``)."""
 
     def __post_init__(self) -> None:
         missing = [c for c in (*BASE_COLUMNS, *self.labels) if c not in self.frame.columns]
@@ -39,8 +41,10 @@ class Manifest:
             raise CxrlabError(f"manifest is missing columns {missing}")
         dup = self.frame["image"].duplicated()
         if dup.any():
-            first = self.frame.loc[dup, "image"].iloc[0]
-            raise CxrlabError(f"manifest: {int(dup.sum())} duplicate image ids (first: {first})")
+            shown = list(dict.fromkeys(self.frame.loc[dup, "image"]))
+            more = f", ... ({len(shown) - 3} more)" if len(shown) > 3 else ""
+            raise CxrlabError(f"{self.origin or self.root}: {int(dup.sum())} duplicate image ids, one image "
+                              f"listed more than once ({', '.join(map(str, shown[:3]))}{more})")
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name].reset_index(drop=True)

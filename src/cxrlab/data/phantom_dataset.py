@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from cxrlab.data.phantom import LABELS, PhantomImage, render
+from cxrlab.data.workers import worker_pool
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import progress
 from cxrlab.runio import atomic_write_text
@@ -87,7 +87,7 @@ def write_phantom(
     jobs = [(i, size, seed, str(image_dir), subtle) for i in range(n)]
     items: list[PhantomImage] = []
     if workers > 1 and n >= 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             it = pool.map(_render_and_save, jobs, chunksize=32)
             items = list(progress(it, total=n, desc="phantom"))
     else:

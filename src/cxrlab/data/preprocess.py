@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 
 from cxrlab.data.io import DEFAULT_MAX_PIXELS, read_gray, to_uint8_resized
 from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD
+from cxrlab.data.workers import worker_pool
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import progress
 
@@ -147,7 +147,7 @@ def load_images(paths: list[Path], p: Preprocess, workers: int = 0, desc: str = 
     jobs = [(str(x), p) for x in paths]
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(paths) >= 256:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             for i, img in enumerate(progress(pool.map(_load_job, jobs, chunksize=64), total=len(jobs), desc=desc)):
                 out[i] = img
     else:

@@ -1,6 +1,9 @@
 """Patient-level splits: official where the dataset has one, else iterative stratification.
 
-A patient never appears in two splits.  Multi-label stratification uses the
+A split cxrlab makes never puts a patient in two splits; an official split can
+(Kermany's train and test folders share patients: :func:`shared_patients` reads
+the overlap a run recorded, and the ``kermany`` source's ``resplit: patient``
+option replaces its split by one made here).  Multi-label stratification uses the
 ``iterative-stratification`` package (Sechidis et al. 2011; the project
 report "Chest X-Ray Image Classification using Deep Learning approach" uses it
 for a 70/10/20 split by patient): each patient is one sample whose label
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,3 +165,26 @@ def apply_split_file(path: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["split"] = [lookup[i] for i in ids]
     return out
+
+
+def shared_patients(data: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The pairs of splits that share patients, from a split summary (``summary.json["data"]``).
+
+    One reading of the overlap for every page that shows it (run report, model card, served
+    card), so they never disagree.
+
+    Args:
+        data: the block of :func:`cxrlab.data.summary.summarize` (``patient_overlap`` and
+            ``overlap_examples``).
+
+    Returns:
+        ``{"train-test": {"patients": 3, "examples": ["person1", ...]}, ...}`` for the pairs
+        with at least one shared patient (``{}`` when none is shared), or ``None`` when the
+        run did not record its patients.
+    """
+    overlap = data.get("patient_overlap")
+    if overlap is None:
+        return None
+    examples = data.get("overlap_examples") or {}
+    return {pair: {"patients": int(n), "examples": list(examples.get(pair, []))}
+            for pair, n in overlap.items() if n}

@@ -1,8 +1,18 @@
-"""Score CAM localisation against ground-truth boxes, with a random-box baseline."""
+"""Score CAM localisation against ground-truth boxes, with a random-box baseline.
+
+Before scoring, :func:`match_boxes` says how a box list meets the test split
+(boxes matched by image id or by a file name unique in the split; the rest
+counted by reason) and :func:`boxes_outside` checks the coordinate frame: a
+box beyond its image (a 1024-px NIH box on a 128-px copy) is refused, not
+scored as a miss.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -110,3 +120,77 @@ def localize(predictor: Predictor, layer: nn.Module, images: Any, image_ids: lis
         "random_mean_precision": mean_of("random_precision"),
     }
     return summary, cases
+
+
+def match_boxes(boxes: pd.DataFrame, test_ids: list[str], other_ids: Iterable[str] = (),
+                labels: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The boxes of test images, and counts that say how the list met the split.
+
+    A box's ``image`` matches a test image when it is its id, or else its file name when exactly
+    one test image has that name (a CheXpert ``view1_frontal.jpg`` is ambiguous, not guessed).
+
+    Args:
+        boxes: ``image, label, x, y, w, h``.
+        test_ids: the run's test image ids.
+        other_ids: ids of the dataset's other images (train, validation), to tell "in another
+            split" from "not in the dataset".
+        labels: the model's labels; boxes of other labels are counted, not scored.
+
+    Returns:
+        (matched boxes with ``image`` set to the test id, counts): ``boxes`` in the list,
+        ``matched``, ``other_splits``, ``ambiguous_name``, ``not_in_dataset``, ``unknown_label``
+        (with up to 10 ``unknown_label_names``), ``test_images`` and ``test_images_with_boxes``.
+    """
+    ids = set(test_ids)
+    name_count = Counter(PurePath(i).name for i in test_ids)
+    by_name = {PurePath(i).name: i for i in test_ids if name_count[PurePath(i).name] == 1}
+    others = set(other_ids)
+    other_names = {PurePath(i).name for i in others}
+
+    def resolve(img: str) -> str | None:
+        return img if img in ids else by_name.get(PurePath(img).name)
+
+    images = boxes["image"].astype(str)
+    resolved = images.map(resolve)
+    found = resolved.notna()
+    ambiguous = ~found & images.map(lambda i: name_count.get(PurePath(i).name, 0) > 1)
+    other = ~found & ~ambiguous & images.map(lambda i: i in others or PurePath(i).name in other_names)
+    known = boxes["label"].isin(labels) if labels is not None else pd.Series(True, index=boxes.index)
+    matched = boxes[found & known].assign(image=resolved[found & known])
+    unknown = boxes.loc[found & ~known, "label"]
+    counts = {
+        "boxes": int(len(boxes)), "matched": int(len(matched)), "other_splits": int(other.sum()),
+        "ambiguous_name": int(ambiguous.sum()), "not_in_dataset": int((~found & ~ambiguous & ~other).sum()),
+        "unknown_label": int(len(unknown)), "unknown_label_names": sorted(map(str, set(unknown)))[:10],
+        "test_images": len(ids), "test_images_with_boxes": int(matched["image"].nunique()),
+    }
+    return matched.reset_index(drop=True), counts
+
+
+def boxes_outside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], tolerance: float = 0.02) -> pd.DataFrame:
+    """Rows of ``boxes`` that are empty or reach beyond their image (``sizes``: id -> (width, height))
+    by more than ``tolerance`` of its side: boxes drawn in another image's pixel frame."""
+    if boxes.empty:
+        return boxes
+    wh = boxes["image"].map(sizes)
+    w = wh.map(lambda s: s[0]).astype(float)
+    h = wh.map(lambda s: s[1]).astype(float)
+    x, y, bw, bh = (boxes[c].astype(float) for c in ("x", "y", "w", "h"))
+    bad = ((bw <= 0) | (bh <= 0) | (x < -tolerance * w) | (y < -tolerance * h)
+           | (x + bw > (1 + tolerance) * w) | (y + bh > (1 + tolerance) * h))
+    return boxes[bad].assign(width=w[bad].astype(int), height=h[bad].astype(int))
+
+
+def matching_sentence(m: dict[str, Any], source: str) -> str:
+    """How a box list met the test split, in one sentence (for the screen and the report)."""
+    rest = [f"{m[k]} {what}" for k, what in (("other_splits", "in the train or validation split"),
+                                             ("ambiguous_name", "with a file name shared by several test images"),
+                                             ("not_in_dataset", "of images not in the dataset"),
+                                             ("unknown_label", "of labels the model does not have"))
+            if m.get(k)]
+    if m.get("unknown_label_names"):
+        rest[-1] += f" ({', '.join(m['unknown_label_names'])})"
+    return (f"boxes from {source}: {m['matched']} of {m['boxes']} matched test images "
+            f"({m['test_images_with_boxes']} of {m['test_images']} test images have a box)"
+            + (f"; not scored: {'; '.join(rest)}" if rest else ""))
+

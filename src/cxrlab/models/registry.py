@@ -11,12 +11,15 @@ own default (0.5 for ``fusion``, 0 elsewhere); a number, ``0.0`` included, is
 used as given.
 
 Pretrained weights: ``none`` (random init), ``hub`` (timm download; needs
-network) or a path to a local ``.safetensors``/``.pth`` file with a backbone
-state dict (the classifier head is re-initialised when its shape differs).
+network or the local cache) or a path to a local ``.safetensors``/``.pth``
+file with a state dict, loaded by :mod:`cxrlab.models.pretrained` (the
+classifier head is re-initialised when its shape differs, an RGB first
+convolution is folded to grey, too few matching tensors is an error).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,9 @@ import torch
 from torch import nn
 
 from cxrlab.errors import CxrlabError
+from cxrlab.models.pretrained import ALTERNATIVES, load_local_weights
+
+log = logging.getLogger(__name__)
 
 _OWN: dict[str, Callable[..., nn.Module]] = {}
 
@@ -71,34 +77,20 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _load_local_weights(model: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise CxrlabError(f"{path}: pretrained weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise CxrlabError(f"{path}: no tensor matches the model's parameters (wrong architecture?)")
-    model.load_state_dict(usable, strict=False)
-
-
 def build_model(name: str, num_classes: int, in_chans: int = 1, pretrained: str = "none",
-                dropout: float | None = None, **options: Any) -> nn.Module:
+                dropout: float | None = None, pretrained_strict: bool = True, **options: Any) -> nn.Module:
     """Create a classifier returning logits of shape (B, num_classes).
 
     Args:
         name: ``simple_cnn``, ``fusion`` or a timm model name.
+        pretrained: ``none``, ``hub`` or a local weights file (see :func:`load_local_weights`).
         dropout: rate before the classifier; ``None`` keeps the model's default.
+        pretrained_strict: refuse a local file that matches too few of the model's tensors.
         **options: passed to the model's factory unchanged (timm keywords for timm models).
 
     Raises:
-        CxrlabError: unknown name, an option the model does not take, missing weights file.
+        CxrlabError: unknown name, an option the model does not take, missing or non-matching weights
+            file, hub weights that cannot be fetched.
     """
     kwargs = dict(options)
     if name in _OWN:
@@ -122,8 +114,14 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, pretrained: str 
         raise CxrlabError(f"model {name!r} does not accept the given options ({given}): {e}") from None
     except ValueError as e:
         raise CxrlabError(f"model {name!r}: {e}") from None
+    except OSError as e:  # a hub download that failed (the run's preflight checks the cache and network first)
+        if pretrained != "hub":
+            raise
+        raise CxrlabError(f"model.pretrained=hub: timm's weights for {name} could not be fetched "
+                          f"({type(e).__name__}); use {ALTERNATIVES}") from None
     if pretrained not in ("none", "hub"):
-        _load_local_weights(model, Path(pretrained))
+        report = load_local_weights(model, Path(pretrained), strict=pretrained_strict)
+        log.info("%s", report.text)
     return model
 
 

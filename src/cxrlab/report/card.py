@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxrlab.report.setup import preprocessing_steps
+
 
 def _num(v: Any, digits: int = 3) -> str:
     if v is None:
@@ -37,11 +39,28 @@ def _metrics(meta: dict[str, Any]) -> list[str]:
                  f"{_num(m.get('macro_f1'))}.", ""]
         rows = [[k, d.get("precision"), d.get("recall"), d.get("f1"), d.get("auc")] for k, d in m["per_class"].items()]
         return lines + _table(["class", "precision", "recall", "F1", "AUC"], rows)
-    lines = [f"Test split, n = {m.get('n')}; 95% CIs by bootstrap ({m.get('n_boot')} resamples of "
-             f"{m.get('resampling')}). Macro AUC {_ci(m.get('macro_auc'))}, micro AUC {_ci(m.get('micro_auc'))}.", ""]
+    head = f"Test split, n = {m.get('n')}; 95% CIs by bootstrap ({m.get('n_boot')} resamples of {m.get('resampling')})."
+    if len(m["per_label"]) == 1:  # one label: macro and micro AUC are its AUC
+        (lab, d), = m["per_label"].items()
+        lines = [f"{head} {lab} AUC {_ci(d)}.", ""]
+    else:
+        lines = [f"{head} Macro AUC {_ci(m.get('macro_auc'))}, micro AUC {_ci(m.get('micro_auc'))}.", ""]
     rows = [[k, _ci(d), d.get("threshold"), d.get("sensitivity"), d.get("specificity")]
             for k, d in m["per_label"].items()]
     return lines + _table(["label", "AUC (95% CI)", "threshold", "sensitivity", "specificity"], rows)
+
+
+def _leakage_line(data: dict[str, Any]) -> str:
+    """The patients shared between splits, as the run report's leakage box counts them."""
+    leak = data.get("leakage")
+    if leak is None:
+        return "- patients shared between splits: not recorded (a run trained before cxrlab stored them)"
+    if not leak["shared"]:
+        return "- no patient is in two splits"
+    pairs = "; ".join(f"{k.replace('-', ' and ')} share **{v['patients']}** patient(s), e.g. {', '.join(v['examples'])}"
+                      for k, v in leak["shared"].items())
+    return (f"- **patient leakage**: {pairs}; test metrics are likely optimistic. To remove it: "
+            f"{leak['remedy']}.")
 
 
 def card_markdown(meta: dict[str, Any]) -> str:
@@ -61,31 +80,41 @@ def card_markdown(meta: dict[str, Any]) -> str:
         f"- split hash `{split['hash']}`: train {n['train']}, validation {n['val']}, test {n['test']} images",
         f"- split rule: {split['rule']}",
     ]
+    lines.append(_leakage_line(data))
     if data.get("test_views"):
         lines.append(f"- views in test: {data['test_views']}")
     lines += ["", "## Metrics", "", *_metrics(meta), ""]
     if meta.get("thresholds"):
         lines += ["## Decision thresholds", "", f"Rule: {meta['threshold_rule']}.", ""]
         lines += _table(["label", "threshold"], [[k, v] for k, v in meta["thresholds"].items()]) + [""]
-    lines += ["## Preprocessing", "",
-              f"{pre['order']}; {pre['size']} x {pre['size']} px, resize `{pre['resize']}`, CLAHE "
-              f"{'on (clip ' + str(pre['clahe_clip']) + ')' if pre['clahe'] else 'off'}, normalisation mean "
-              f"{_num(pre['mean'])} / std {_num(pre['std'])}.", ""]
+    lines += ["## Preprocessing", "", "The steps applied, in order: " + " > ".join(preprocessing_steps(pre)) + ".", ""]
     ood = meta.get("ood")
     lines += ["## Out-of-distribution warning", ""]
     if ood:
         lines.append(f"Mahalanobis distance of the penultimate features to a Gaussian of {ood['n_train']} training "
                      f"images ({ood['covariance']} covariance, {ood['dim']} features); images beyond the "
                      f"{_num(ood['percentile'], 0)}th percentile of {ood['n_val']} validation images "
-                     f"(threshold {_num(ood['threshold'])}) are flagged.")
+                     f"(threshold {_num(ood['threshold'])}) are flagged."
+                     + (f" Threshold rule: {ood['threshold_rule']}." if ood.get("threshold_rule") else ""))
+        for w in ood.get("warnings") or []:
+            lines.append(f"\n**Warning:** {w}.")
+        if ood.get("self_test"):
+            probes = ", ".join(f"{k} {_num(p['score'])} ({'flagged' if p['flagged'] else 'NOT flagged'})"
+                               for k, p in ood["self_test"]["probes"].items())
+            lines.append(f"\nSelf-test at fit time: {probes}: "
+                         + ("passed." if ood.get("reliable") else "**the OOD check is unreliable for this run**."))
+        elif "reliable" not in ood:
+            lines.append("\nNo self-test recorded (fitted by an older cxrlab; `rm RUN/ood.json && cxrlab card RUN` "
+                         "refits it).")
     else:
         lines.append("None stored for this run.")
     arch, tr = meta["architecture"], meta["training"]
+    loaded = f" ({tr['pretrained_loaded']})" if tr.get("pretrained_loaded") else ""
     lines += ["", "## Model and training", "",
               f"- architecture `{arch['name']}`, options {arch['options']}, dropout {arch['dropout']}, "
               f"{arch['in_chans']} input channel(s)",
               f"- seed {tr['seed']}, loss `{tr['loss']}`, optimiser `{tr['optimizer']}` (lr {tr['lr']}), "
-              f"pretrained `{tr['pretrained']}`, {tr['epochs_run']} epochs (best {tr['best_epoch']})", "",
+              f"pretrained `{tr['pretrained']}`{loaded}, {tr['epochs_run']} epochs (best {tr['best_epoch']})", "",
               "## Library versions", "",
               ", ".join(f"{k} {v}" for k, v in meta.get("library_versions", {}).items()) or "not recorded", ""]
     return "\n".join(lines)

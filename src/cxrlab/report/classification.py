@@ -65,7 +65,9 @@ def multilabel_section(ev: dict[str, Any], fig: Path) -> str:
                     rows)
             + _figures(fig, [("roc.png", "ROC curves", "Red dot: the decisions at the validation-chosen threshold."),
                              ("pr.png", "precision-recall curves", "Dotted: the prevalence (a random model's AP)."),
-                             ("reliability.png", "calibration", "Below: test images per probability bin.")]))
+                             ("reliability.png", "calibration",
+                              "One panel per label: observed rate against mean probability per bin, the "
+                              "images in each bin next to its point and below.")]))
 
 
 def _confusion_table(op: dict[str, Any], label: str) -> str:

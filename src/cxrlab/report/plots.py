@@ -26,6 +26,16 @@ SELECTION_NAMES = {"val_macro_auc": "validation macro AUC", "val_accuracy": "val
                    "val_loss": "validation loss"}
 
 
+#: How an attribution method (``explain.method``, ``--method``) is named in titles.
+METHOD_NAMES = {"gradcam": "Grad-CAM", "layergradcam": "Grad-CAM", "gradcam++": "Grad-CAM++",
+                "saliency": "saliency"}
+
+
+def method_name(method: str) -> str:
+    """``gradcam++`` -> ``Grad-CAM++``: a figure is titled by the method that drew it."""
+    return METHOD_NAMES.get(method, method)
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG atomically and close it (laid out by ``tight_layout``: one draw, not two)."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
@@ -94,8 +104,9 @@ def training_curves(history: list[dict[str, Any]], path: Path, loss_name: str = 
     return save(fig, path)
 
 
-def cam_overlays(cases: list[Any], images: np.ndarray, path: Path, cols: int = 4) -> Path:
-    """Model input + Grad-CAM with true (green) and predicted (red) boxes, one panel per case.
+def cam_overlays(cases: list[Any], images: np.ndarray, path: Path, cols: int = 4, method: str = "gradcam",
+                 iou: float = 0.1) -> Path:
+    """Model input + CAM (of ``method``) with true (green) and predicted (red) boxes, one panel per case.
 
     Drawn in model-input pixels (``truth_model``/``pred_model``), so a letterboxed
     or CLAHE run shows the pixels its model saw; the colour bar gives the CAM scale.
@@ -118,23 +129,26 @@ def cam_overlays(cases: list[Any], images: np.ndarray, path: Path, cols: int = 4
             ax.add_patch(Rectangle(b[:2], b[2], b[3], fill=False, ec="red", lw=1.2, ls="--"))
         ax.set_title(f"{c.label} (true) {'hit' if c.hit else 'miss'}", fontsize=9,
                      color="green" if c.hit else "firebrick")
-    fig.suptitle("Grad-CAM: true boxes green, CAM boxes red (IoU >= 0.1 = hit)")
+    fig.suptitle(f"{method_name(method)}: true boxes green, CAM boxes red (IoU >= {iou:g} = hit)")
     fig.tight_layout(rect=(0, 0, colourbar_room(fig), 1))
     colourbar(fig, "CAM (min-max normalised)")
     return save(fig, path)
 
 
 def localization_bars(summary: dict[str, Any], path: Path) -> Path:
-    """Per-class localisation accuracy of Grad-CAM against the random-box baseline."""
+    """Per-class localisation accuracy of the summary's CAM method against the random-box baseline."""
     per = summary["per_class"]
     labs = list(per)
     x = np.arange(len(labs))
     fig, ax = plt.subplots(figsize=(1.2 * len(labs) + 2, 3.4))
-    ax.bar(x - 0.2, [per[k]["accuracy"] for k in labs], 0.4, label="Grad-CAM")
+    name = method_name(summary.get("method", "gradcam"))
+    ax.bar(x - 0.2, [per[k]["accuracy"] for k in labs], 0.4, label=f"{name} boxes")
     ax.bar(x + 0.2, [per[k]["random_accuracy"] for k in labs], 0.4, label="random boxes", color="gray")
     ax.set_xticks(x, labs, rotation=30, ha="right")
-    ax.set_ylabel(f"accuracy (IoU >= {summary['iou']})"), ax.set_ylim(0, 1), ax.legend()
+    ax.set_ylabel(f"accuracy (IoU >= {summary['iou']})"), ax.set_ylim(0, 1.2), ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(loc="upper right", ncol=2, fontsize=8)  # above the 1.0 line: never over a bar
     ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{name} localisation vs random boxes", fontsize=10)
     fig.tight_layout()
     return save(fig, path)
 

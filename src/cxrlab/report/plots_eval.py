@@ -7,6 +7,7 @@ Curves are computed by :mod:`cxrlab.evaluate.metrics`; these functions only draw
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,23 @@ def _grid(n: int, size: float = 3.2, max_cols: int = 4) -> tuple[plt.Figure, np.
     for j in range(n, rows * cols):
         axes[j // cols][j % cols].axis("off")
     return fig, axes, cols
+
+
+def _suptitle(fig: plt.Figure, text: str, size: float = 11) -> None:
+    """A figure title wrapped to the figure's width (one panel is narrow: an unwrapped title is clipped).
+
+    Each extra line moves the panels down by its height, so the title never overlaps them.
+    """
+    w, h = fig.get_size_inches()
+    chars = max(int(w * 72 / (size * 0.56)), 12)  # about 0.56 em per character of the default sans font
+    lines = textwrap.wrap(text, chars) or [text]
+    extra = (len(lines) - 1) * size * 1.25 / 72
+    if extra:
+        fig.set_size_inches(w, h + extra)
+        top = fig.subplotpars.top
+        fig.subplots_adjust(top=1 - ((1 - top) * h + extra) / (h + extra),
+                            bottom=fig.subplotpars.bottom * h / (h + extra))
+    fig.suptitle("\n".join(lines), fontsize=size)
 
 
 def _both_classes(y: np.ndarray) -> bool:
@@ -60,7 +78,8 @@ def roc_curves(y_true: np.ndarray, y_score: np.ndarray, labels: list[str], aucs:
         ax.set_title(f"{name}  AUC {aucs.get(lab, float('nan')):.3f}", fontsize=9)
         ax.set_xlabel("1 - specificity (FPR)", fontsize=8), ax.set_ylabel("sensitivity (TPR)", fontsize=8)
         ax.set_xlim(-0.02, 1.02), ax.set_ylim(-0.02, 1.02), ax.set_aspect("equal")
-    fig.suptitle("ROC curves, one-vs-rest (test split)" if one_vs_rest else "ROC curves (test split)")
+    curves = "curves" if len(labels) > 1 else "curve"
+    _suptitle(fig, f"ROC {curves}, one-vs-rest (test split)" if one_vs_rest else f"ROC {curves} (test split)")
     return save(fig, path)
 
 
@@ -93,33 +112,57 @@ def pr_curves(y_true: np.ndarray, y_score: np.ndarray, labels: list[str], aps: d
         ax.set_xlabel("recall (sensitivity)", fontsize=8), ax.set_ylabel("precision (PPV)", fontsize=8)
         ax.set_xlim(-0.02, 1.02), ax.set_ylim(-0.02, 1.02), ax.set_aspect("equal")
     kind = ", one-vs-rest" if one_vs_rest else ""
-    fig.suptitle(f"Precision-recall curves{kind} (test split)")
+    _suptitle(fig, f"Precision-recall {'curves' if len(labels) > 1 else 'curve'}{kind} (test split)")
     return save(fig, path)
+
+
+def _ece(c: dict[str, list[float]]) -> float:
+    """ECE of a reliability curve (its bins' count-weighted gap), as ``expected_calibration_error`` gives it."""
+    n = np.asarray(c.get("count", []), float)
+    gap = np.abs(np.asarray(c["observed"], float) - np.asarray(c["confidence"], float))
+    return float((n * gap).sum() / n.sum()) if len(n) and n.sum() else float("nan")
 
 
 def reliability(curves: dict[str, dict[str, list[float]]], path: Path, title: str = "Calibration (test split)",
                 xlabel: str = "mean predicted probability", ylabel: str = "observed frequency") -> Path:
-    """Reliability diagram (observed rate against mean probability per bin) above the images per bin."""
-    fig, (ax, cnt) = plt.subplots(2, 1, figsize=(5.2, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
-    ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="perfect")
-    k = max(len(curves), 1)
-    width = 0.08 / k
+    """Reliability diagrams as small multiples: per label its curve, its images per bin, n and ECE.
+
+    One panel per label (several curves on one axis hide each other); below each, the images
+    per bin (log scale when a few bins hold most images), and the count next to each point.
+    """
+    n = max(len(curves), 1)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    pw, ph = (5.2, 5.4) if n == 1 else (3.5, 3.9)
+    w, h = pw * cols, ph * rows + 0.5
+    fig = plt.figure(figsize=(w, h))
+    outer = fig.add_gridspec(rows, cols, left=0.75 / w, right=1 - 0.3 / w, bottom=0.55 / h, top=1 - 0.75 / h,
+                             wspace=0.3, hspace=0.32)
     for i, (lab, c) in enumerate(curves.items()):
-        line, = ax.plot(c["confidence"], c["observed"], "o-", ms=3, lw=1, label=lab)
-        x = np.asarray(c["confidence"], float) + (i - (k - 1) / 2) * width
-        cnt.bar(x, c.get("count", []), width=width, color=line.get_color(), alpha=0.8)
-        if k == 1:
-            for xi, yi, n in zip(c["confidence"], c["observed"], c.get("count", []), strict=False):
-                ax.annotate(str(n), (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    ax.set_ylabel(ylabel), ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if k > 6 else 1)
-    ax.set_title(title)
-    cnt.set_xlabel(xlabel), cnt.set_ylabel("images per bin", fontsize=8), cnt.grid(alpha=0.3)
-    counts = [n for c in curves.values() for n in c.get("count", []) if n]
-    if counts and max(counts) > 20 * min(counts):  # a few bins hold most images: log scale keeps the rest visible
-        cnt.set_yscale("log")
-        cnt.set_ylim(0.7, max(counts) * 1.5)
-    fig.tight_layout()
+        r, k = divmod(i, cols)
+        inner = outer[r, k].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.1)
+        ax = fig.add_subplot(inner[0])
+        cnt = fig.add_subplot(inner[1], sharex=ax)
+        counts = [int(v) for v in c.get("count", [])]
+        ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="perfect")
+        ax.plot(c["confidence"], c["observed"], "o-", ms=3.5, lw=1.2, color="C0", label="observed")
+        for xi, yi, m in zip(c["confidence"], c["observed"], counts, strict=False):
+            ax.annotate(str(m), (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7, color="C0")
+        ax.set_xlim(0, 1), ax.set_ylim(0, 1.05), ax.grid(alpha=0.3)
+        ax.tick_params(labelbottom=False, labelsize=7)
+        ax.set_title(f"{lab}  (n {sum(counts)}, ECE {_ece(c):.3f})", fontsize=9)
+        if k == 0:
+            ax.set_ylabel(ylabel, fontsize=8)
+            cnt.set_ylabel("images", fontsize=8)
+        if i == 0:
+            ax.legend(loc="upper left", fontsize=7)
+        cnt.bar(c["confidence"], counts, width=0.08, color="C0", alpha=0.8)
+        cnt.grid(alpha=0.3), cnt.tick_params(labelsize=7)
+        if counts and min(counts) > 0 and max(counts) > 20 * min(counts):  # keep the small bins visible
+            cnt.set_yscale("log")
+            cnt.set_ylim(0.7, max(counts) * 1.5)
+        cnt.set_xlabel(xlabel, fontsize=8)
+    fig.suptitle(title)
     return save(fig, path)
 
 
@@ -162,7 +205,7 @@ def compare_rocs(y_true: np.ndarray, scores: dict[str, np.ndarray], labels: list
         ax.set_title(lab, fontsize=9)
         ax.set_xlabel("1 - specificity", fontsize=8), ax.set_ylabel("sensitivity", fontsize=8)
         ax.set_aspect("equal")
-    fig.suptitle("ROC curves of the compared runs (same test images)")
+    _suptitle(fig, "ROC curves of the compared runs (same test images)")
     return save(fig, path)
 
 

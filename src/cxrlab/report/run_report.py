@@ -18,9 +18,10 @@ import numpy as np
 from cxrlab.config import ExperimentConfig
 from cxrlab.evaluate.evaluate import expected_calibration_error
 from cxrlab.evaluate.operating import confusion_matrix
+from cxrlab.explain.localize import matching_sentence
 from cxrlab.report import plots, plots_eval
 from cxrlab.report.classification import classification_section
-from cxrlab.report.html import figure, table, write_report
+from cxrlab.report.html import esc, figure, table, write_report
 from cxrlab.report.setup import data_section, loss_name, setup_section
 from cxrlab.run import RunFolder
 
@@ -99,20 +100,32 @@ def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, 
         plots.localization_bars(loc, f / "localization.png")
         chosen = pick_cases(cases, cfg.explain.figures)
         if chosen:
-            plots.cam_overlays(chosen, images, f / "cam_overlays.png")
+            plots.cam_overlays(chosen, images, f / "cam_overlays.png", method=loc.get("method", "gradcam"),
+                               iou=loc.get("iou", 0.1))
 
 
-def localization_section(loc: dict[str, Any], bars: Path, overlays: Path | None) -> str:
-    """CAM box scores per class against random boxes, with the bar chart and the overlays."""
+def localization_origin(loc: dict[str, Any], result: str) -> str:
+    """Which boxes a localisation result scored and which file holds it (a paragraph)."""
+    m = loc.get("matching")
+    source = loc.get("box_file") or "the dataset's boxes"
+    said = matching_sentence(m, source) if m else f"boxes from {source}"
+    return f"<p>Result <code>{esc(result)}</code>; {esc(said)}.</p>"
+
+
+def localization_section(loc: dict[str, Any], bars: Path, overlays: Path | None, origin: str = "") -> str:
+    """CAM box scores per class against random boxes, with the bar chart and the overlays; ``origin``
+    (HTML, :func:`localization_origin`) says which boxes were scored and where the result lives."""
     rows = [[lab, v["n"], v["accuracy"], v["random_accuracy"], v["precision"], v["random_precision"]]
             for lab, v in loc["per_class"].items()]
     rows.append(["mean", loc["cases"], loc["mean_accuracy"], loc["random_mean_accuracy"],
                  loc["mean_precision"], loc["random_mean_precision"]])
-    return (f"<p>{loc['method']} on the last conv block, min-max normalised, threshold {loc['threshold']}, "
+    name = plots.method_name(loc.get("method", "gradcam"))
+    return (origin + f"<p>{name} on the last conv block, min-max normalised, threshold {loc['threshold']}, "
             f"connected components &rarr; boxes; a hit is IoU &ge; {loc['iou']} with a true box. "
             "The random baseline places the same boxes uniformly at random.</p>"
             + table(["class", "cases", "accuracy", "random acc.", "precision", "random prec."], rows)
-            + figure(bars, "localization accuracy") + (figure(overlays, "CAM overlays") if overlays else ""))
+            + figure(bars, f"{name} localisation accuracy")
+            + (figure(overlays, f"{name} overlays") if overlays else ""))
 
 
 def uncertainty_section(u: dict[str, Any], fig: Path) -> str:
@@ -145,7 +158,7 @@ def render_report(run: RunFolder) -> Path:
     labels = model_json.get("labels", cfg.data.labels or [])
     fig = run.figures
     sections = [("Setup", setup_section(cfg, summary, model_json, run.read_environment(), history)),
-                ("Data and splits", data_section(summary.get("data") or {}, labels, cfg.task))]
+                ("Data and splits", data_section(summary.get("data") or {}, labels, cfg.task, cfg.data.source))]
     if evaluation:
         sections.append(("Classification (test split)", classification_section(evaluation, cfg.task, fig)))
     sections.append(("Training", figure(fig / "training_curves.png", "training curves",
@@ -153,14 +166,18 @@ def render_report(run: RunFolder) -> Path:
     loc = summary.get("localization")
     if loc:
         over = fig / "cam_overlays.png"
-        sections.append(("Localisation", localization_section(loc, fig / "localization.png",
-                                                              over if over.is_file() else None)))
+        sections.append(("Localisation", localization_section(
+            loc, fig / "localization.png", over if over.is_file() else None,
+            localization_origin(loc, "summary.json (scored at the end of training)"))))
     for path in run.localization_files():
-        method = path.stem.split("_", 1)[1]
-        over = fig / f"cam_overlays_{method}.png"
-        sections.append((f"Localisation ({method}, cxrlab localize)",
-                         localization_section(json.loads(path.read_text()), fig / f"localization_{method}.png",
-                                              over if over.is_file() else None)))
+        key = path.stem.split("_", 1)[1]  # the method; for a --boxes result, then the box file's stem
+        result = json.loads(path.read_text())
+        over = fig / f"cam_overlays_{key}.png"
+        box_file = result.get("box_file")
+        sections.append((f"Localisation ({plots.method_name(result.get('method', key))}, cxrlab localize)"
+                         + (f": boxes of {Path(box_file).name}" if box_file else ""),
+                         localization_section(result, fig / f"localization_{key}.png",
+                                              over if over.is_file() else None, localization_origin(result, path.name))))
     unc = run.read_json(run.uncertainty_file)
     if unc:
         sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc, fig / "mc_dropout_std.png")))

@@ -7,9 +7,11 @@ device, wall time) and ``metrics.jsonl`` (the selection metric).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cxrlab.config import ExperimentConfig
+from cxrlab.data.splits import shared_patients
 from cxrlab.report.html import Raw, box, esc, fmt, table
 from cxrlab.report.plots import selection_name
 
@@ -29,20 +31,34 @@ def loss_name(cfg: ExperimentConfig, short: bool = True) -> str:
     return "BCE" if short else "binary cross-entropy (BCE) per label"
 
 
+def preprocessing_steps(pre: dict[str, Any]) -> list[str]:
+    """The steps a preprocessing record (``model.json["preprocess"]``) applies, in the order applied.
+
+    Only what was done: a squash run lists no letterbox and no CLAHE (the record's ``order``
+    names every step the code can take, applied or not).
+    """
+    size = pre.get("size")
+    steps = ["decode"]
+    if pre.get("resize") == "letterbox":
+        steps.append("letterbox (padded to square, aspect ratio kept)")
+    if pre.get("clahe"):
+        tiles = pre.get("clahe_tiles")
+        steps.append(f"CLAHE (clip limit {pre.get('clahe_clip')}, {tiles}x{tiles} tiles)")
+    how = "" if pre.get("resize") == "letterbox" else ", squashed (stretched to square)"
+    steps.append(f"{pre.get('interpolation', 'area')} resize to {size}x{size} px{how}, uint8")
+    steps.append(f"(x/255 - {pre.get('mean', 0):.3f}) / {pre.get('std', 1):.3f}")
+    return steps
+
+
 def preprocessing_text(model_json: dict[str, Any]) -> str:
-    """The preprocessing contract of ``model.json`` in words (size, resize, CLAHE, normalisation)."""
+    """The preprocessing contract of ``model.json`` in words: the steps applied, in order."""
     p = model_json.get("preprocess")
     if not p:
         return "not recorded (a run from cxrlab < 0.2: squash resize, no CLAHE)"
-    size = p.get("size", model_json.get("input_size"))
-    resize = ("letterbox (padded to square, aspect ratio kept)" if p.get("resize") == "letterbox"
-              else "squash (stretched to square)")
-    clahe = (f"CLAHE (clip limit {p.get('clahe_clip')}, {p.get('clahe_tiles')}x{p.get('clahe_tiles')} tiles)"
-             if p.get("clahe") else "no CLAHE")
     norm = model_json.get("normalization") or {}
-    mean, std = norm.get("mean", p.get("mean")), norm.get("std", p.get("std"))
-    return (f"{size}x{size} px, {resize}, {clahe}, {p.get('interpolation', 'area')} interpolation; "
-            f"input (x/255 - {mean:.3f}) / {std:.3f}; order: {p.get('order', 'decode > resize')}")
+    rec = {**p, "size": p.get("size", model_json.get("input_size")),
+           "mean": norm.get("mean", p.get("mean")), "std": norm.get("std", p.get("std"))}
+    return " > ".join(preprocessing_steps(rec))
 
 
 def augmentation_text(cfg: ExperimentConfig) -> str:
@@ -97,8 +113,9 @@ def setup_section(cfg: ExperimentConfig, summary: dict[str, Any], model_json: di
     labels = ", ".join(model_json.get("labels", d.labels or []))
     rows = [
         ["model", f"{m.name} (options: {opts}; dropout: {dropout}; {m.in_chans} input channel(s))"],
-        ["pretrained weights", {"none": "none (random initialisation)", "hub": "timm hub (ImageNet)"}.get(
-            m.pretrained, f"local file {m.pretrained}")],
+        ["pretrained weights", (summary.get("pretrained") or {}).get("text") or {  # text: loaded N of M tensors
+            "none": "none (random initialisation)", "hub": "timm hub (ImageNet)"}.get(m.pretrained,
+                                                                                 f"local file {m.pretrained}")],
         ["data", f"source {d.source} at {d.root}"],
         ["task, labels", f"{cfg.task}: {labels}"],
         ["label policy", f"uncertain: {d.uncertain}; blank: {d.blank}" if cfg.task == "multilabel" else "n/a"],
@@ -127,38 +144,60 @@ def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else fmt(v)
 
 
-def leakage_box(data: dict[str, Any]) -> str:
-    """Red when a patient is in two splits (the test result is then optimistic), green when none is."""
-    overlap = data.get("patient_overlap")
-    if overlap is None:
+def leakage_remedy(source: str | None) -> str:
+    """What removes a patient overlap for ``source``: the option that re-splits by patient (code in backticks).
+
+    ``data.split_file`` only saves and reuses a split, overlap included, so it is not named.
+    """
+    if source == "kermany":
+        return ("`data.options.resplit=patient` replaces Kermany's train/test folders by a split made by "
+                "patient (`data.fractions`, default 70/10/20, iterative stratification); the test set is then "
+                "no longer the published one")
+    if source in ("csv", "folder"):
+        return ("leave the split out (no `split` column, or no `train/val/test` folders) and cxrlab splits "
+                "by patient (`data.fractions`)")
+    return "a split by patient (a source without an official split, which cxrlab then splits by patient)"
+
+
+def _code(text: str) -> str:
+    """Escaped text with its `backtick` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
+
+
+def leakage_box(data: dict[str, Any], source: str | None = None) -> str:
+    """Red when a patient is in two splits (the test result is then optimistic), green when none is.
+
+    Args:
+        data: the split block of ``summary.json``.
+        source: ``data.source``; names the option that removes the overlap for that source.
+    """
+    shared = shared_patients(data)
+    if shared is None:
         return box("unknown", "Patient overlap between splits: not recorded",
                    "<p>This run was trained before cxrlab stored per-split patients; "
                    "<code>cxrlab data summary --run RUN</code> recomputes it from the data.</p>")
-    shared = {k: v for k, v in overlap.items() if v}
     if not shared:
         pats = ", ".join(f"{s} {data['splits'][s]['patients']}" for s in SPLITS if s in data.get("splits", {}))
         return box("ok", "No patient is in two splits",
                    f"<p>Patients per split: {esc(pats)}. Images of one patient are never both trained and tested on.</p>")
-    examples = data.get("overlap_examples", {})
-    items = "".join(f"<li>{esc(k.replace('-', ' and '))}: <b>{v}</b> patient(s), e.g. "
-                    f"{esc(', '.join(examples.get(k, [])) or 'n/a')}</li>" for k, v in shared.items())
+    items = "".join(f"<li>{esc(k.replace('-', ' and '))}: <b>{v['patients']}</b> patient(s), e.g. "
+                    f"{esc(', '.join(v['examples']) or 'n/a')}</li>" for k, v in shared.items())
     return box("bad", "Patient leakage: patients are shared between splits",
                f"<ul>{items}</ul><p>Images of these patients were used on both sides, so test metrics are likely "
-               "optimistic. This usually comes from the dataset's own split (e.g. Kermany's train/test folders); "
-               "a split by patient (<code>data.split_file</code>, or a source without an official split) avoids "
-               "it.</p>")
+               "optimistic. This usually comes from the dataset's own split (e.g. Kermany's train/test folders). "
+               f"To remove it: {_code(leakage_remedy(source))}.</p>")
 
 
-def data_section(data: dict[str, Any], labels: list[str], task: str) -> str:
-    """Images, patients and prevalence per split, and the leakage box."""
+def data_section(data: dict[str, Any], labels: list[str], task: str, source: str | None = None) -> str:
+    """Images, patients and prevalence per split, and the leakage box (``source``: see :func:`leakage_box`)."""
     if not data.get("splits"):
-        return leakage_box(data) + "<p class='muted'>Per-split counts were not recorded for this run.</p>"
+        return leakage_box(data, source) + "<p class='muted'>Per-split counts were not recorded for this run.</p>"
     sp = data["splits"]
     rows = [[s, sp[s]["images"], sp[s]["patients"]] for s in SPLITS if s in sp]
     what = "share of images in the class" if task == "multiclass" else "positives / images"
     prev = [[lab, *(Raw(f"{sp[s]['prevalence'][lab]:.1%} <span class='muted'>({sp[s]['positive'][lab]})</span>")
                     if lab in sp[s].get("prevalence", {}) else "n/a" for s in SPLITS if s in sp)]
             for lab in labels]
-    return (leakage_box(data) + table(["split", "images", "patients"], rows)
+    return (leakage_box(data, source) + table(["split", "images", "patients"], rows)
             + f"<h3>Prevalence per split ({what}; count in brackets)</h3>"
             + table(["label", *(s for s in SPLITS if s in sp)], prev))

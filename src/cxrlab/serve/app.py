@@ -15,7 +15,9 @@
 
 The model is loaded once (:class:`cxrlab.workflows.service.ModelService`);
 images become model inputs by the run's preprocessing contract, as in
-``cxrlab predict``.  Limits and status codes: :mod:`cxrlab.serve.limits`.
+``cxrlab predict``.  Limits and status codes: :mod:`cxrlab.serve.limits`; the
+multipart body is parsed by :mod:`cxrlab.serve.multipart` (cxrlab's limits and
+codes), so the upload fields are declared to OpenAPI by hand (:func:`_multipart_doc`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Query, Security, UploadFile
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,7 +36,16 @@ from fastapi.staticfiles import StaticFiles
 
 from cxrlab import __version__
 from cxrlab.errors import CxrlabError
-from cxrlab.serve.limits import Decoder, LimitMiddleware, Limits, RequestGate, fail
+from cxrlab.serve.limits import (
+    BODY_KEY,
+    ClientCounter,
+    Decoder,
+    LimitMiddleware,
+    Limits,
+    RequestGate,
+    fail,
+)
+from cxrlab.serve.multipart import Form, read_form
 from cxrlab.workflows.service import ModelService, Overlay
 
 STATIC = Path(__file__).parent / "static"
@@ -82,6 +93,20 @@ def _guard(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+def _multipart_doc(name: str, many: bool, description: str) -> dict[str, Any]:
+    """The OpenAPI request body of an upload endpoint (the body is parsed by ``read_form``, not by FastAPI)."""
+    item = {"type": "string", "format": "binary"}
+    prop = {"type": "array", "items": item} if many else item
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": [name], "properties": {name: {**prop, "description": description}}}}}}}
+
+
+def _form(request: Request, name: str, max_files: int, limits: Limits) -> Form:
+    """The files of field ``name`` in the body the middleware read (worker thread)."""
+    return read_form(request.scope[BODY_KEY], request.headers.get("content-type"), name, max_files,
+                     limits.max_file_bytes)
+
+
 def create_app(run_dir: str | Path | None = None, engine: str = "auto", token: str | None = None,
                limits: Limits | None = None, service: ModelService | None = None) -> FastAPI:
     """The ASGI app for a run (the model is loaded here, once).
@@ -98,12 +123,12 @@ def create_app(run_dir: str | Path | None = None, engine: str = "auto", token: s
         service = ModelService(run_dir, engine)
     limits = limits or Limits()
     decoder = Decoder(service.record.preprocess, limits)
-    gate = RequestGate(limits.max_pending)
+    gate, clients = RequestGate(limits.max_pending), ClientCounter(limits.max_per_client)
     app = FastAPI(title="cxrlab serve", version=__version__,
                   description=f"Chest X-ray classifier **{service.card['name']}** ({service.engine}). "
                               "Research use only; not a medical device.")
-    app.state.service, app.state.limits, app.state.gate = service, limits, gate
-    app.add_middleware(LimitMiddleware, limits=limits, gate=gate)
+    app.state.service, app.state.limits, app.state.gate, app.state.clients = service, limits, gate, clients
+    app.add_middleware(LimitMiddleware, limits=limits, gate=gate, clients=clients)
     auth = [Depends(_auth(token))]
 
     @app.get("/", include_in_schema=False)
@@ -123,17 +148,20 @@ def create_app(run_dir: str | Path | None = None, engine: str = "auto", token: s
             "max_files": limits.max_files, "max_file_mb": limits.max_file_bytes // 2**20,
             "max_pixels": limits.max_pixels}}}
 
-    @app.post("/predict", dependencies=auth, summary="Probabilities, decisions and OOD scores for images")
+    @app.post("/predict", dependencies=auth, summary="Probabilities, decisions and OOD scores for images",
+              openapi_extra=_multipart_doc("files", True, f"1 to {limits.max_files} PNG, JPEG or DICOM images"))
     async def predict(
-        files: Annotated[list[UploadFile] | None, File(description="PNG, JPEG or DICOM images")] = None,
+        request: Request,
         mc_passes: Annotated[int, Query(ge=0, le=100, description="MC-dropout passes (0 = off)")] = 0,
         tta: Annotated[bool, Query(description="Average with the mirrored image")] = False,
     ) -> dict[str, Any]:
-        uploads = files or []
-        decoder.check_count(len(uploads))
-
         def work() -> list[dict[str, Any]]:
-            images, names = decoder.decode(uploads)
+            form = _form(request, "files", limits.max_files, limits)
+            try:
+                decoder.check_count(form.count)
+                images, names = decoder.decode(form.files)
+            finally:
+                form.close()
             return service.predict(images, names, mc_passes=mc_passes, tta=tta)
 
         results = await run_in_threadpool(_guard(work))
@@ -141,17 +169,23 @@ def create_app(run_dir: str | Path | None = None, engine: str = "auto", token: s
                 "threshold_rule": service.card["threshold_rule"], "results": results}
 
     @app.post("/explain", dependencies=auth, response_class=Response, summary="Attribution overlay (PNG)",
-              responses={200: {"content": {"image/png": {}}}})
+              responses={200: {"content": {"image/png": {}}}},
+              openapi_extra=_multipart_doc("file", False, "One PNG, JPEG or DICOM image"))
     async def explain(
-        file: Annotated[UploadFile | None, File(description="One PNG, JPEG or DICOM image")] = None,
+        request: Request,
         label: Annotated[str | None, Query(description="Label to explain (default: the most probable)")] = None,
         method: Annotated[str, Query(description="gradcam | gradcam++ | saliency")] = "gradcam",
     ) -> Response:
-        uploads = [file] if file is not None else []
-        decoder.check_count(len(uploads))
-
         def work() -> Overlay:
-            images, _ = decoder.decode(uploads)
+            form = _form(request, "file", 1, limits)
+            try:
+                if form.count == 0:
+                    raise fail(422, "no image: send one file in the multipart field 'file'")
+                if form.count > 1:
+                    raise fail(422, f"{form.count} files in the field 'file'; /explain explains one image")
+                images, _ = decoder.decode(form.files)
+            finally:
+                form.close()
             return service.explain_png(images[0], label, method)
 
         o = await run_in_threadpool(_guard(work))

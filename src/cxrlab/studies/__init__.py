@@ -1,1 +1,1 @@
-"""Study presets (one YAML per seed paper) and the study file format (:mod:`.spec`)."""
+"""Study presets (one YAML per paper cxrlab reproduces) and the study file format (:mod:`.spec`)."""

@@ -19,9 +19,11 @@ from typing import Any
 import yaml
 
 from cxrlab import __version__
+from cxrlab.data.splits import shared_patients
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.ood import describe
 from cxrlab.report.card import card_markdown
+from cxrlab.report.setup import leakage_remedy
 from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write_text
 from cxrlab.workflows.ood import fit_ood, read_ood
@@ -56,8 +58,26 @@ def _metrics(ev: dict[str, Any] | None, task: str) -> dict[str, Any] | None:
             "per_label": {k: {m: d.get(m) for m in keep if m in d} for k, d in ev.get("per_label", {}).items()}}
 
 
+def _description(name: str, labels: list[str], task: str, source: str, size: int) -> str:
+    """What the model does, in one sentence (a binary model detects its one label; no "1 labels")."""
+    if task == "binary" and len(labels) == 1:
+        what = f"detecting {labels[0]} (binary: {labels[0]} or normal)"
+    else:
+        n = len(labels)
+        what = f"classifying {n} {'label' if n == 1 else 'labels'} ({task}: {', '.join(labels)})"
+    return f"{name} {what} on chest radiographs, trained on {source} at {size} px."
+
+
+def _leakage(summary: dict[str, Any], source: str) -> dict[str, Any] | None:
+    """The patients shared between splits as the run report shows them (None: not recorded)."""
+    shared = shared_patients(summary.get("data") or {})
+    if shared is None:
+        return None
+    return {"shared": shared, "remedy": leakage_remedy(source) if shared else None}
+
+
 def _limits(source: str, root: str, n_train: int, task: str, views: dict[str, int] | None,
-            has_ood: bool) -> list[str]:
+            has_ood: bool, leakage: dict[str, Any] | None = None) -> list[str]:
     out = [
         "Not validated for clinical use; not a medical device.",
         f"Trained on {n_train} images from one source ({source}); performance on other hospitals, scanners, "
@@ -65,13 +85,18 @@ def _limits(source: str, root: str, n_train: int, task: str, views: dict[str, in
         "Thresholds were chosen on the validation split; sensitivity and specificity on new data will differ.",
         "Explanations (Grad-CAM) show where the model looked, not where the finding is.",
     ]
+    if leakage and leakage["shared"]:
+        pairs = "; ".join(f"{k.replace('-', ' and ')}: {v['patients']} patient(s), e.g. {', '.join(v['examples'])}"
+                          for k, v in leakage["shared"].items())
+        out.insert(1, f"Patients are shared between splits ({pairs}); images of one patient were trained and "
+                      "tested on, so the test metrics are likely optimistic.")
     if root and (Path(root) / "phantom.json").is_file():
         out.insert(0, "Trained and tested on synthetic phantom images: its numbers say nothing about real "
                       "radiographs.")
     if views:
         out.append(f"Views in the test split: {', '.join(f'{k} {v}' for k, v in views.items())}; other views "
                    "(e.g. lateral, if absent) are out of its experience.")
-    if task != "multiclass":
+    if task == "multilabel":
         out.append("Labels are scored independently; absence of a label is not a normal study.")
     out.append("Images unlike the training images are flagged by an out-of-distribution score (about 1% of "
                "in-distribution images are flagged too); the flag is a warning, not a guarantee."
@@ -94,11 +119,12 @@ def card_metadata(run_dir: str | Path) -> dict[str, Any]:
     views = None
     if run.has_predictions():
         table = run.read_predictions()
-        if "view" in table.columns:
-            views = {str(k): int(v) for k, v in table["view"].fillna("unknown").value_counts().items()}
+        if "view" in table.columns and table["view"].notna().any():  # a source without views: nothing to say
+            views = {str(k): int(v) for k, v in table["view"].astype(object).fillna("unknown").value_counts().items()}
     weights = run.weights_file("best")
     digest = _sha256(weights) if weights.is_file() else None
     d, pre = cfg.data, rec.preprocess
+    leakage = _leakage(summary, d.source)
     act = "softmax" if rec.task == "multiclass" else "sigmoid"
     return {
         "schema": SCHEMA,
@@ -108,8 +134,7 @@ def card_metadata(run_dir: str | Path) -> dict[str, Any]:
         if weights.is_file() else None,
         "weights_sha256": digest,
         "task": rec.task,
-        "description": f"{rec.name} classifying {len(rec.labels)} labels ({rec.task}) of chest radiographs, "
-                       f"trained on {d.source} at {pre.size} px.",
+        "description": _description(rec.name, rec.labels, rec.task, d.source, pre.size),
         "labels": rec.labels,
         "architecture": {"name": rec.name, "options": rec.options, "dropout": rec.dropout, "in_chans": rec.in_chans},
         "network_data_format": {
@@ -127,17 +152,21 @@ def card_metadata(run_dir: str | Path) -> dict[str, Any]:
         "data": {
             "source": d.source, "root": d.root, "labels": list(d.labels or rec.labels), "uncertain": d.uncertain,
             "blank": d.blank, "split": {"hash": split.get("hash"), "n_images": n,
-                                        "rule": f"split file {d.split_file}" if d.split_file else
-                                        "the source's official test list or patient-level iterative "
-                                        f"stratification; validation carved by patient ({d.val_fraction:.0%})"},
+                                        "rule": (summary.get("data") or {}).get("split_method") or
+                                        (f"split file {d.split_file}" if d.split_file else
+                                         "the source's official test list or patient-level iterative "
+                                         f"stratification; validation carved by patient ({d.val_fraction:.0%})")},
             "test_views": views,
+            "leakage": leakage,
         },
         "training": {"seed": cfg.seed, "epochs_run": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
                      "loss": cfg.train.loss, "optimizer": cfg.train.optimizer, "lr": cfg.train.lr,
-                     "pretrained": cfg.model.pretrained, "augment": cfg.train.augment.enabled},
+                     "pretrained": cfg.model.pretrained, "augment": cfg.train.augment.enabled,
+                     # what actually loaded ("loaded N of M tensors from FILE"), when training recorded it
+                     "pretrained_loaded": (summary.get("pretrained") or {}).get("text")},
         "ood": describe(ood) if ood else None,
         "intended_use": INTENDED_USE,
-        "limitations": _limits(d.source, d.root, n["train"], rec.task, views, ood is not None),
+        "limitations": _limits(d.source, d.root, n["train"], rec.task, views, ood is not None, leakage),
         "library_versions": raw.get("environment", {}),
     }
 

@@ -38,11 +38,32 @@ def build_manifest(cfg: ExperimentConfig) -> Manifest:
     if not d.root:
         raise CxrlabError("data.root is empty: set it in the config or as data.root=DIR")
     m = load_source(d.source, d.root, labels=d.labels, options=d.options, val_fraction=d.val_fraction,
-                    fractions=dict(d.fractions), seed=cfg.seed, split_file=d.split_file)
+                    fractions=dict(d.fractions), seed=cfg.seed, split_file=d.split_file, task=cfg.task)
     for s in ("train", "val", "test"):
         if (m.frame["split"] == s).sum() == 0:
             raise CxrlabError(f"{d.root}: the {s} split is empty")
     return m
+
+
+def run_folder(path: str | Path) -> RunFolder:
+    """The :class:`RunFolder` at ``path``, or one line when there is no folder there.
+
+    Every command that takes RUN checks through here first, so a mistyped name says
+    "no such run folder" (with the nearest names beside it) instead of naming a file
+    missing inside a folder that does not exist.
+    """
+    import difflib
+
+    path = Path(path)
+    if path.is_dir():
+        return RunFolder(path)
+    if path.exists():
+        raise CxrlabError(f"{path}: not a run folder (a file; RUN is the folder, e.g. runs/NAME)")
+    parent = path.parent if path.parent.is_dir() else None
+    near = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir() if p.is_dir()], n=3) \
+        if parent is not None else []
+    hint = f"; did you mean {', '.join(str(parent / n) for n in near)}?" if near else ""
+    raise CxrlabError(f"no such run folder: {path}{hint}")
 
 
 def build_from_record(rec: ModelRecord) -> torch.nn.Module:

@@ -10,6 +10,7 @@ import pandas as pd
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.ensemble import ensemble_tables, fuse_by
 from cxrlab.run import RunFolder
+from cxrlab.workflows.common import run_folder
 
 
 def ensemble_runs(runs: list[str | Path], out: str | Path, how: str = "mean", by: str | None = None) -> Path:
@@ -21,7 +22,7 @@ def ensemble_runs(runs: list[str | Path], out: str | Path, how: str = "mean", by
     """
     if not runs:
         raise CxrlabError("ensemble needs at least one run")
-    folders = [RunFolder(r) for r in runs]
+    folders = [run_folder(r) for r in runs]
     records = [f.read_model_record() for f in folders]
     for f, rec in zip(folders[1:], records[1:], strict=True):
         if rec.labels != records[0].labels or rec.task != records[0].task:

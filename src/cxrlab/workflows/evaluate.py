@@ -9,8 +9,10 @@ from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.compare import compare_tables
 from cxrlab.evaluate.evaluate import evaluate_tables, split_prediction_table
 from cxrlab.report.compare_report import render_comparison
+from cxrlab.report.ensemble_report import render_ensemble_report
 from cxrlab.report.run_report import render_report, write_evaluation_figures
 from cxrlab.run import RunFolder
+from cxrlab.workflows.common import run_folder
 from cxrlab.workflows.experiment import record_thresholds
 
 
@@ -22,7 +24,7 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     """
     if n_boot < 10:
         raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
-    run = RunFolder(run_dir)
+    run = run_folder(run_dir)
     rec = run.read_model_record()
     test = run.read_predictions("test")
     val = run.read_predictions("val") if run.has_predictions("val") else None
@@ -34,27 +36,41 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     write_evaluation_figures(run, rec.task, rec.labels, y, p, ev)
     if run.config_file.is_file():
         render_report(run)
+    elif rec.name == "ensemble":
+        render_ensemble_report(run)
     return ev
 
 
 def report_run(run_dir: str | Path) -> tuple[Path, str | None]:
     """Re-render ``RUN/report.html``; return its path and, for a run evaluated by an older cxrlab whose
-    evaluation lacks what the report now shows (PR curves, decisions at the threshold), a hint."""
-    run = RunFolder(run_dir)
+    evaluation lacks what the report now shows (PR curves, decisions at the threshold), a hint.
+
+    An ensemble folder (no config, no weights) gets the report of
+    :func:`~cxrlab.report.ensemble_report.render_ensemble_report`: members, combination and the
+    classification results of ``cxrlab evaluate`` (a hint to run it when it has not been).
+    """
+    run = run_folder(run_dir)
     ev = run.read_json(run.evaluation_file) or {}
     per = ev.get("per_label", {})
     rec = run.read_model_record()
+    if rec.name == "ensemble" and not run.config_file.is_file():
+        hint = None if ev else f"the ensemble is not evaluated yet: run `cxrlab evaluate {run.path}` first"
+        return render_ensemble_report(run), hint
     old = (rec.task != "multiclass" and per and (
         any("average_precision" not in v for v in per.values())
         or (rec.task == "binary" and not any("operating_point" in v for v in per.values()))))
     hint = (f"{run.evaluation_file} is from an older cxrlab: run `cxrlab evaluate {run.path}` to add the PR "
             "curves and the decisions at the threshold to the report") if old else None
+    unfinished = run.unfinished_reason() if run.config_file.is_file() else None
+    if unfinished:  # e.g. killed mid-epoch or stopped by a full disk: the report shows what was written
+        hint = (f"{run.path}: training did not finish ({unfinished}); the report shows what it wrote so far; "
+                "`cxrlab train --resume` completes it")
     return render_report(run), hint
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """DeLong per shared label (Holm-adjusted) and the paired macro-AUC bootstrap of two runs."""
-    a, b = RunFolder(run_a), RunFolder(run_b)
+    a, b = run_folder(run_a), run_folder(run_b)
     return compare_tables(a.read_predictions(), b.read_predictions(), a.read_model_record().labels,
                           b.read_model_record().labels, str(run_a), str(run_b), n_boot=n_boot, seed=seed)
 

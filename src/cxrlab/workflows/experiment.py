@@ -27,7 +27,9 @@ from cxrlab.evaluate.evaluate import evaluate_tables
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.explain.localize import localize
 from cxrlab.inference import Predictor
+from cxrlab.locks import FolderLock
 from cxrlab.models import build_model, cam_layer
+from cxrlab.models.pretrained import MIN_SHARE, check_hub_weights, load_local_weights
 from cxrlab.progress import say
 from cxrlab.report.run_report import render_report, write_run_figures
 from cxrlab.run import ModelRecord, RunFolder, prediction_table, prob_columns
@@ -63,28 +65,40 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool 
     threads = torch.get_num_threads()  # train.threads must not leak into the caller's process
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    lock = FolderLock(Path(cfg.runs_dir) / cfg.name)  # one writer per run folder until the run ends
     try:
+        if distributed.is_main():  # before any work or name check: a second trainer is refused at once
+            lock.acquire()
         manifest = build_manifest(cfg)
         if manifest.task != cfg.task:
             log.info("task %s (from source %s) replaces config task %s", manifest.task, cfg.data.source, cfg.task)
             cfg = cfg.model_copy(update={"task": manifest.task})
+        check_labels(cfg, manifest)  # before any work: a split without both classes cannot train or test
+        weights = check_weights(cfg, manifest.labels, overwrite)  # before the run folder is made
         run = open_run_folder(cfg, resume, overwrite)
         data = load_data(cfg, manifest, run, resume)
+        data.pretrained = weights
         model = train_model(cfg, data, run, resume)
         if not distributed.is_main():  # rank 0 tests, explains and reports
             return {}
         return finish_run(cfg, run, model, data, manifest, tic)
     finally:
+        lock.release()
         torch.set_num_threads(threads)
 
 
 def open_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> RunFolder:
-    """Refuse to mix two trainings in one folder; invalidate what the new weights would contradict."""
+    """Refuse to mix two trainings in one folder; invalidate what the new weights would contradict.
+
+    The caller holds the folder's :class:`~cxrlab.locks.FolderLock` (taken re-entrantly here too), so
+    the name check, ``--overwrite`` and ``--resume`` never race another trainer of the same name.
+    """
     run = RunFolder(Path(cfg.runs_dir) / cfg.name)
     if not distributed.is_main():
         return run
     if resume and overwrite:
         raise CxrlabError("--resume and --overwrite exclude each other")
+    FolderLock(run.path).acquire().release()  # refused here if another process holds it
     if run.exists() and not (resume or overwrite):
         raise CxrlabError(f"{run.path}: a run of this name exists; use --resume to continue it, --overwrite "
                           "to replace it, or another name (name=...)")
@@ -104,6 +118,8 @@ class RunData:
     plans: dict[str, LabelPlan]
     labels: list[str]
     history: list[dict[str, Any]] = field(default_factory=list)
+    pretrained: dict[str, Any] = field(default_factory=dict)
+    """What the initial weights were (:func:`check_weights`); stored in summary.json."""
 
 
 def load_data(cfg: ExperimentConfig, manifest: Manifest, run: RunFolder, resume: bool) -> RunData:
@@ -152,11 +168,97 @@ def _split_frames(cfg: ExperimentConfig, manifest: Manifest) -> dict[str, pd.Dat
     return out
 
 
+def check_labels(cfg: ExperimentConfig, manifest: Manifest) -> None:
+    """Every label needs positives and negatives in the train split (a binary test split too).
+
+    ``data.limit`` takes the first files of each split: on Kermany that is all
+    NORMAL, which used to train a model that cannot predict Pneumonia and then
+    end in a traceback in the report.  A multi-label or multi-class test split
+    without a class only gets a warning (that label's AUC is undefined; small
+    official test sets such as CheXpert's lack rare labels).
+    """
+    d, frames = cfg.data, _split_frames(cfg, manifest)
+    for split in ("train", "test"):
+        frame = frames[split]
+        if split == "train":
+            plan = apply_policy(manifest.targets(frame), manifest.labels, d.uncertain, d.blank, d.flip_p)
+        else:
+            plan = apply_policy(manifest.targets(frame), manifest.labels, "ignore", d.blank)
+        pos = ((plan.targets == 1) | plan.flip_mask).sum(axis=0)
+        neg = ((plan.targets == 0) | plan.flip_mask).sum(axis=0)
+        no_pos = [lab for lab, p in zip(manifest.labels, pos, strict=True) if not p]
+        no_neg = [] if cfg.task == "multiclass" else [lab for lab, n in zip(manifest.labels, neg, strict=True) if not n]
+        lacking = []
+        if no_pos:
+            lacking.append(f"no {'image of class' if cfg.task == 'multiclass' else 'positive'} {', '.join(no_pos)}")
+        if no_neg:
+            lacking.append(f"no negative {', '.join(no_neg)}")
+        if not lacking:
+            continue
+        what = f"{d.root}: the {split} split ({len(frame)} images) has {'; '.join(lacking)}"
+        if split == "test" and cfg.task != "binary":
+            log.warning("%s: the AUC is undefined there (n/a in the report)", what)
+            continue
+        raise CxrlabError(f"{what}, so the model cannot be {'trained' if split == 'train' else 'tested'}; "
+                          f"{_label_hint(cfg)}")
+
+
+def _label_hint(cfg: ExperimentConfig) -> str:
+    d = cfg.data
+    if d.limit is not None:
+        return (f"data.limit={d.limit} keeps the first {d.limit} images of each split in file order (a folder "
+                "dataset lists one class first); use data.patient_fraction=0.1 (a random share of the patients, "
+                "every split keeps its class mix) instead")
+    if d.patient_fraction < 1:
+        return (f"data.patient_fraction={d.patient_fraction} keeps too few patients; use a larger share (or "
+                "another seed)")
+    return "check the data, or leave the label out (data.labels=[...])"
+
+
+def check_weights(cfg: ExperimentConfig, labels: list[str], overwrite: bool = False) -> dict[str, Any]:
+    """Resolve and check ``model.pretrained`` before the run folder is made; what the run starts from.
+
+    ``hub``: the weights must be in the local cache or the hub reachable now.
+    A file (or a run folder: its ``checkpoints/best.safetensors``) is loaded
+    into a throw-away model, so a file of another architecture stops here, in
+    one line, not after the images were decoded.  Returns the record stored as
+    ``summary.json["pretrained"]`` (``loaded N of M tensors from FILE``).
+    """
+    m = cfg.model
+    if m.pretrained == "none":
+        return {"source": "none", "text": "none (random initialisation)"}
+    if m.pretrained == "hub":
+        where = check_hub_weights(m.name, m.options)
+        return {"source": "hub", "weights": where, "text": f"timm hub (ImageNet): {', '.join(where)}"}
+    given = Path(m.pretrained).expanduser()
+    file = given
+    if given.is_dir():
+        file = RunFolder(given).weights_file("best")
+        if not file.is_file():
+            raise CxrlabError(f"{given}: model.pretrained names a folder without {file.relative_to(given)} "
+                              "(not a finished cxrlab run?)")
+    own = (Path(cfg.runs_dir) / cfg.name).resolve()
+    if overwrite and file.resolve().is_relative_to(own):
+        raise CxrlabError(f"model.pretrained={m.pretrained}: the weights lie in this run's own folder, which "
+                          "--overwrite deletes; copy them elsewhere or train under another name")
+    with torch.random.fork_rng(devices=[]):  # a throw-away model must not shift the run's initialisation
+        model = build_model(m.name, len(labels), in_chans=m.in_chans, dropout=m.dropout, **m.options)
+        report = load_local_weights(model, file, strict=m.pretrained_strict)
+    log.info("%s", report.text)
+    if distributed.is_main():
+        say(report.text)
+        if report.share < MIN_SHARE:
+            log.warning("only %.0f%% of the tensors outside the head came from %s (model.pretrained_strict="
+                        "false): most of the model starts from random weights", 100 * report.share, file)
+    return {**report.to_record(), "given": m.pretrained}
+
+
 def _prepare(cfg: ExperimentConfig, manifest: Manifest, ids: list[str]) -> ImageCache:
     p = preprocess_of(cfg)
     key = cache_key(cfg.data.source, str(manifest.root), ids, p)
     return prepare_cache([manifest.root / i for i in ids], ids, p, Path(cfg.data.cache_dir).expanduser(), key,
-                         workers=cfg.data.workers, bad_images=cfg.data.bad_images)
+                         workers=cfg.data.workers, bad_images=cfg.data.bad_images,
+                         verify=cfg.data.verify_cache)
 
 
 def _drop_unreadable(run: RunFolder, cache: ImageCache, frames: dict[str, pd.DataFrame]
@@ -186,8 +288,11 @@ def train_model(cfg: ExperimentConfig, data: RunData, run: RunFolder, resume: bo
 
     def new_model() -> torch.nn.Module:
         m = cfg.model
-        return build_model(m.name, len(labels), in_chans=m.in_chans, pretrained=m.pretrained, dropout=m.dropout,
-                           **m.options)
+        model = build_model(m.name, len(labels), in_chans=m.in_chans, dropout=m.dropout,
+                            pretrained="hub" if m.pretrained == "hub" else "none", **m.options)
+        if data.pretrained.get("file"):  # checked and announced by check_weights
+            load_local_weights(model, data.pretrained["file"], strict=m.pretrained_strict)
+        return model
 
     plan = data.plans["train"]
     if "selftrained" in plan.policies.values() and plan.uncertain_mask.any():
@@ -240,6 +345,7 @@ def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, da
     # patients, prevalence, overlap
     summary["data"] = split_summary(manifest, data.frames, cfg.data.limit, cfg.data.patient_fraction)
     summary["device"] = device_record(cfg)
+    summary["pretrained"] = data.pretrained
     if run.skipped_file.is_file():
         summary["skipped_images"] = len(run.read_skipped())
     cases: list[Any] = []

@@ -13,7 +13,7 @@ from cxrlab.models import activation, cam_layer
 from cxrlab.report.plots import explain_grid
 from cxrlab.report.run_report import render_report
 from cxrlab.run import ModelRecord, RunFolder
-from cxrlab.workflows.common import open_model
+from cxrlab.workflows.common import open_model, run_folder
 
 
 def explain_images(run_dir: str | Path, images: list[Path], out_dir: str | Path | None = None,
@@ -26,7 +26,9 @@ def explain_images(run_dir: str | Path, images: list[Path], out_dir: str | Path 
     Each panel says whether the label is predicted (at the run's threshold, or as the
     arg-max class) and, for images of the run's test or validation split, the truth.
     """
-    run = RunFolder(run_dir)
+    if top < 1:
+        raise CxrlabError(f"--top must be >= 1 (how many of the most probable labels to explain), got {top}")
+    run = run_folder(run_dir)
     opened = open_model(run)
     rec, predictor = opened.record, opened.predictor
     unknown = sorted(set(labels or []) - set(rec.labels))

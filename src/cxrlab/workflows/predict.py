@@ -8,6 +8,7 @@ exactly as training evaluated.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from cxrlab.run import ModelRecord, RunFolder, prob_column
 from cxrlab.runio import atomic_write
 from cxrlab.workflows.common import open_model
 from cxrlab.workflows.ood import open_scorer, probabilities_and_ood
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
 
@@ -61,6 +64,15 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     return out
 
 
+def decisions(prob: np.ndarray, rec: ModelRecord) -> list[str]:
+    """The decision per image in words: the class, the ``|``-joined labels at or above threshold, or
+    for a binary run's negative ``Normal (no <label>)`` (``none`` would read as a missing answer)."""
+    out = decide(prob, rec.labels, rec.task, rec.thresholds)
+    if rec.task == "binary" and len(rec.labels) == 1:
+        return [f"Normal (no {rec.labels[0]})" if d == "none" else d for d in out]
+    return out
+
+
 def _batches(paths: list[Path], rec: ModelRecord, size: int) -> Iterator[np.ndarray]:
     for i in range(0, len(paths), size):
         yield np.stack([load_image(p, rec.preprocess) for p in paths[i:i + size]])
@@ -71,13 +83,21 @@ def predict_images(run_dir: str | Path, images: list[Path], engine: str = "torch
     """One row per image: ``image``, ``prob_<label>`` ..., ``prediction`` (and ``ood_score``, ``ood_flag``).
 
     ``prediction`` is the predicted class (multi-class) or the ``|``-joined labels
-    whose probability reaches the run's validation-chosen threshold.  When the run
+    whose probability reaches the run's validation-chosen threshold (a binary run's
+    negative reads ``Normal (no <label>)``, see :func:`decisions`).  When the run
     has an OOD summary (``ood.json``) and ``ood`` is set, ``ood_score`` is the
     Mahalanobis distance of the image's features and ``ood_flag`` says whether it
-    lies beyond the run's threshold.  A progress bar runs over the batches.
+    lies beyond the run's threshold.  ``unfinished_run`` is True for every row when the run's
+    training did not finish (:meth:`RunFolder.finished`): its weights are intermediate and its
+    thresholds may be the 0.5 placeholder, so a warning says so too.  A progress bar runs over
+    the batches.
     """
     run = RunFolder(run_dir)
     predictor, rec = open_predictor(run, engine, which)
+    unfinished = run.unfinished_reason()
+    if unfinished:
+        log.warning("%s: training did not finish (%s): predicting with intermediate weights and thresholds "
+                    "%s; rows are marked unfinished_run", run.path, unfinished, rec.threshold_rule)
     scorer = open_scorer(run, predictor) if ood and which == "best" else None
     paths = expand_inputs(images)
     probs, scores, flags = [], [], []
@@ -91,10 +111,11 @@ def predict_images(run_dir: str | Path, images: list[Path], engine: str = "torch
     out = pd.DataFrame({"image": [str(p) for p in paths]})
     for j, lab in enumerate(rec.labels):
         out[prob_column(lab)] = prob[:, j]
-    out["prediction"] = decide(prob, rec.labels, rec.task, rec.thresholds)
+    out["prediction"] = decisions(prob, rec)
     if scorer is not None:
         out["ood_score"] = np.concatenate(scores)
         out["ood_flag"] = np.concatenate(flags)
+    out["unfinished_run"] = unfinished is not None
     return out
 
 

@@ -18,16 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from cxrlab.data.splits import shared_patients
 from cxrlab.errors import CxrlabError
 from cxrlab.explain.cams import METHODS, attribute
 from cxrlab.inference import decide
 from cxrlab.models import activation, cam_layer
 from cxrlab.report.overlay import cam_overlay_png
+from cxrlab.report.setup import preprocessing_steps
 from cxrlab.run import RunFolder
 from cxrlab.workflows.card import card_metadata
 from cxrlab.workflows.common import open_model
 from cxrlab.workflows.ood import open_scorer, probabilities_and_ood
-from cxrlab.workflows.predict import open_predictor
+from cxrlab.workflows.predict import decisions, open_predictor
 
 ENGINES = ("auto", "torch", "onnx")
 
@@ -71,6 +73,8 @@ class ModelService:
         # OOD features from the engine that gives the probabilities when it can (one pass per request)
         self.scorer = open_scorer(self.run, self.predictor if self.predictor.has_features else self.opened.predictor)
         self.card = card_metadata(self.run.path)
+        # the patients shared between splits, read as the run report reads them (summary.json at training)
+        self.patient_overlap = shared_patients((self.run.read_json(self.run.summary_file) or {}).get("data") or {})
         self.lock = threading.Lock()
 
     @property
@@ -78,14 +82,22 @@ class ModelService:
         return self.record.labels
 
     def info(self) -> dict[str, Any]:
-        """What the page needs to draw: labels, thresholds, engine, input size, OOD threshold."""
+        """What the page needs to draw: labels, thresholds, engine, input size, OOD threshold, patient overlap,
+        the preprocessing steps applied (in the run report's words).
+
+        ``patient_overlap`` is :func:`cxrlab.data.splits.shared_patients` of the run's split
+        summary: ``{"train-test": {"patients": n, "examples": [...]}, ...}`` for the pairs of
+        splits that share patients, ``{}`` when none does, ``None`` when the run did not record it.
+        """
         rec = self.record
         return {"name": self.card["name"], "version": self.card["version"], "engine": self.engine,
                 "task": rec.task, "labels": rec.labels, "input_size": rec.preprocess.size,
                 "thresholds": rec.thresholds if rec.task != "multiclass" else None,
                 "threshold_rule": self.card["threshold_rule"], "mc_dropout": bool(rec.dropout),
                 "ood_threshold": self.scorer.threshold if self.scorer else None,
-                "explain_methods": [m for m in METHODS if m != "layergradcam"]}
+                "explain_methods": [m for m in METHODS if m != "layergradcam"],
+                "patient_overlap": self.patient_overlap,
+                "preprocessing": " > ".join(preprocessing_steps(rec.preprocess.to_record()))}
 
     def predict(self, images_u8: np.ndarray, names: list[str], mc_passes: int = 0,
                 tta: bool = False) -> list[dict[str, Any]]:
@@ -94,13 +106,14 @@ class ModelService:
         with self.lock:
             probs, scores, flags = probabilities_and_ood(self.predictor, self.scorer, images_u8, tta)
             mc = self.opened.predictor.mc_dropout(images_u8, passes=mc_passes) if mc_passes > 0 else None
-        decisions = decide(probs, rec.labels, rec.task, rec.thresholds)
+        raw = decide(probs, rec.labels, rec.task, rec.thresholds)
+        shown = decisions(probs, rec)  # the words predict prints: a binary negative is "Normal (no X)"
         out = []
         for i, name in enumerate(names):
             r: dict[str, Any] = {
                 "file": name, "probabilities": dict(zip(rec.labels, probs[i].tolist(), strict=True)),
-                "prediction": decisions[i],
-                "positive": [] if decisions[i] == "none" else decisions[i].split("|"),
+                "prediction": shown[i],
+                "positive": [] if raw[i] == "none" else raw[i].split("|"),
                 "ood": None if scores is None else {"score": float(scores[i]), "threshold": self.scorer.threshold,
                                                     "flag": bool(flags[i])},
             }

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from cxrlab.data.workers import worker_pool
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import progress
 
@@ -27,7 +27,7 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int | None,
     """``[fn(j) for j in jobs]``, over processes when worth it; results keep the job order."""
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) >= 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             return list(progress(pool.map(fn, jobs, chunksize=16), total=len(jobs), desc=desc))
     return [fn(j) for j in progress(jobs, desc=desc)]
 

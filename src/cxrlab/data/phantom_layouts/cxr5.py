@@ -101,7 +101,7 @@ def write_phantom_cxr5(
         n: number of images.
         size: image side in pixels.
         seed: dataset seed.
-        fmt: ``npz`` (arrays, the seed's format) or ``folder`` (class folders of PNGs).
+        fmt: ``npz`` (arrays, as Witon et al. ship them) or ``folder`` (class folders of PNGs).
         fractions: train/val/test shares, stratified by class.
         weights: class frequencies (default :data:`WEIGHTS`).
         workers: processes to render with (default: all cores).

@@ -107,14 +107,50 @@ def complete_splits(m: Manifest, val_fraction: float = 0.1, fractions: dict[str,
 
 def load_source(name: str, root: str, labels: list[str] | None = None, options: dict[str, Any] | None = None,
                 val_fraction: float = 0.1, fractions: dict[str, float] | None = None, seed: int = 0,
-                split_file: str | Path | None = None) -> Manifest:
-    """Build the manifest of dataset ``name`` stored at ``root``, with complete splits."""
+                split_file: str | Path | None = None, task: str | None = None) -> Manifest:
+    """Build the manifest of dataset ``name`` stored at ``root``, with complete splits.
+
+    ``task`` is the config's task; ``binary`` is honoured for any single-label
+    source (see :func:`as_task`), other values leave the source's own task.
+    """
     if name not in _SOURCES:
         raise CxrlabError(f"unknown data source {name!r}; known: {', '.join(list_sources())}")
     m = _SOURCES[name](root=root, labels=labels, options=dict(options or {}))
     if len(m.frame) == 0:
         raise CxrlabError(f"{root}: no images found for source {name!r}")
+    if task is not None:
+        m = as_task(m, task, name)
     return complete_splits(m, val_fraction, fractions, seed, split_file)
+
+
+def as_task(m: Manifest, task: str, source: str = "") -> Manifest:
+    """Honour ``task=binary`` for a single-label source, or refuse it in one line.
+
+    A source with one label column (``csv`` with ``data.labels=[X]``) becomes
+    binary as it is; one with two classes (``folder``, ``csv`` with a ``label``
+    column, ``npz``) becomes binary with the second class as the positive label
+    (sorted names unless ``data.labels`` orders them), which is said in a
+    warning.  Anything else would silently train another task than asked for,
+    so it is an error.  Tasks other than ``binary`` are left to the source.
+    """
+    if task != "binary" or m.task == "binary":
+        return m
+    where = m.origin or str(m.root)
+    if m.task == "multilabel" and len(m.labels) == 1:
+        m.task = "binary"
+        return m
+    if m.task == "multiclass" and len(m.labels) == 2:
+        negative, positive = m.labels
+        m.frame = m.frame.drop(columns=[negative])
+        m.labels, m.task = [positive], "binary"
+        log.warning("%s: task=binary with the two classes %s and %s: %r is the positive label (the second; "
+                    "order them with data.labels=[negative, positive])", where, negative, positive, positive)
+        return m
+    what = (f"{len(m.labels)} classes ({', '.join(m.labels[:6])}{', ...' if len(m.labels) > 6 else ''})"
+            if m.task == "multiclass" else f"{len(m.labels)} label columns")
+    fix = "task=multiclass" if m.task == "multiclass" else "task=multilabel, or one label in data.labels"
+    raise CxrlabError(f"{where}: task=binary needs a single-label source (one label column or two classes), "
+                      f"but source {source or 'data'!r} has {what}; use {fix}")
 
 
 def check_options(source: str, options: dict[str, Any], known: set[str]) -> None:

@@ -94,8 +94,9 @@ def chexpert(root: str, labels: list[str] | None = None, options: dict | None = 
     if len(frame) == 0:
         raise CxrlabError(f"{base}: no images left after the views={views} filter")
     prefix = _resolve_prefix(base, frame["image"].iloc[0])
-    exists = frame["image"].map(lambda p: (prefix / p).is_file())
+    # a symlink counts as present even when it loops or dangles: decoding names it as such
+    exists = frame["image"].map(lambda p: (prefix / p).is_file() or (prefix / p).is_symlink())
     if not exists.all():
         miss = frame.loc[~exists, "image"]
         raise CxrlabError(f"{base}: {len(miss)} images in the CSVs not found (first: {miss.iloc[0]})")
-    return Manifest(frame=frame, root=prefix, labels=labels, task="multilabel")
+    return Manifest(frame=frame, root=prefix, labels=labels, task="multilabel", origin=str(base))

@@ -57,6 +57,11 @@ def csvfile(root: str, labels: list[str] | None = None, options: dict | None = N
     else:
         frame["split"] = ""
     if lcol in raw.columns and not (labels and all(lab in raw.columns for lab in labels)):
+        blank = raw[lcol].isna() | raw[lcol].astype(str).str.strip().eq("")
+        if blank.any():
+            lines = ", ".join(str(i + 2) for i in np.flatnonzero(blank)[:5])
+            raise CxrlabError(f"{path}: {int(blank.sum())} rows have a blank {lcol!r} cell (CSV line "
+                              f"{lines}{', ...' if blank.sum() > 5 else ''}); every image needs its class")
         names = raw[lcol].astype(str)
         classes = list(labels) if labels else sorted(names.unique())
         unknown = sorted(set(names) - set(classes))
@@ -74,9 +79,24 @@ def csvfile(root: str, labels: list[str] | None = None, options: dict | None = N
         onehot = numeric_labels(raw, labels, path)
         task, lab_names = "multilabel", list(labels)
     frame = pd.concat([frame, onehot], axis=1)
+    _refuse_duplicates(frame["image"], path)
     base = path.parent
-    exists = frame["image"].map(lambda p: (base / p).is_file())
+    # a symlink counts as listed even when it leads nowhere: decoding names the loop or broken link
+    exists = frame["image"].map(lambda p: (base / p).is_file() or (base / p).is_symlink())
     if not exists.all():
         miss = frame.loc[~exists, "image"]
         raise CxrlabError(f"{path}: {len(miss)} image paths do not exist (first: {', '.join(miss.head(3))})")
-    return Manifest(frame=frame, root=base, labels=lab_names, task=task)
+    return Manifest(frame=frame, root=base, labels=lab_names, task=task, origin=str(path))
+
+
+def _refuse_duplicates(images: pd.Series, path: Path) -> None:
+    """One line naming the CSV, a few repeated paths and their lines (one row per image)."""
+    dup = images.duplicated(keep=False)
+    if not dup.any():
+        return
+    repeated = images[dup]
+    shown = [f"{img} on lines {', '.join(str(i + 2) for i in rows)}"
+             for img, rows in list(repeated.groupby(repeated, sort=False).groups.items())[:3]]
+    n = int(images.duplicated().sum())
+    more = "; ..." if repeated.nunique() > 3 else ""
+    raise CxrlabError(f"{path}: {n} duplicate image ids ({'; '.join(shown)}{more}); list each image once")

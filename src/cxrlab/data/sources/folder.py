@@ -23,8 +23,13 @@ _SPLITS = ("train", "val", "test")
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files directly in ``folder``, sorted by name.
+
+    A symlink with an image suffix is listed even when it loops or dangles, so
+    that ``data check`` and ``train`` name it instead of silently dropping it.
+    """
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
 
 
 @register_source("folder")
@@ -62,4 +67,4 @@ def folder(root: str, labels: list[str] | None = None, options: dict | None = No
     onehot = np.eye(len(classes), dtype=np.float32)[frame.pop("cls").to_numpy()]
     frame.insert(2, "view", "")
     frame = pd.concat([frame, pd.DataFrame(onehot, columns=classes)], axis=1)
-    return Manifest(frame=frame, root=base, labels=classes, task="multiclass")
+    return Manifest(frame=frame, root=base, labels=classes, task="multiclass", origin=str(base))

@@ -9,6 +9,11 @@ Patients come from the file names: ``person1234_bacteria_5678.jpeg`` ->
 folder holds only 16 images, so by default it joins the training pool and a
 validation split is carved from it by patient (option ``merge_val: false``
 keeps it).
+
+The official train and test folders share patients.  Option ``resplit: patient``
+ignores the folders' split and lets :func:`cxrlab.data.sources.load_source` make
+one by patient (``data.fractions``, iterative stratification), so no patient is
+in two splits; ``resplit: official`` (the default) keeps the published split.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ def patient_from_name(name: str) -> str:
 @register_source("kermany")
 def kermany(root: str, labels: list[str] | None = None, options: dict | None = None) -> Manifest:
     options = options or {}
-    check_options("kermany", options, {"merge_val"})
+    check_options("kermany", options, {"merge_val", "resplit"})
+    resplit = options.get("resplit", "official")
+    if resplit not in ("official", "patient"):
+        raise CxrlabError(f"data.options.resplit: {resplit!r} for source 'kermany'; use official or patient")
     if labels not in (None, ["Pneumonia"]):
         raise CxrlabError(f"kermany: the only label is 'Pneumonia', got {labels}")
     base = Path(root)
@@ -58,4 +66,6 @@ def kermany(root: str, labels: list[str] | None = None, options: dict | None = N
     frame.insert(2, "view", "")
     if options.get("merge_val", True):
         frame.loc[frame["split"] == "val", "split"] = "train"
-    return Manifest(frame=frame, root=base, labels=["Pneumonia"], task="binary")
+    if resplit == "patient":  # no split given: load_source splits by patient
+        frame["split"] = ""
+    return Manifest(frame=frame, root=base, labels=["Pneumonia"], task="binary", origin=str(base))

@@ -184,4 +184,5 @@ def nih14(root: str, labels: list[str] | None = None, options: dict | None = Non
             raise CxrlabError(f"{bbox_hits[0]}: {len(unknown)} boxed images not found under images*/ "
                               f"(first: {unknown[0]})")
         boxes["image"] = boxes["image"].map(index)
-    return Manifest(frame=frame, root=base, labels=labels, task="multilabel", boxes=boxes)
+    return Manifest(frame=frame, root=base, labels=labels, task="multilabel", boxes=boxes,
+                    origin=str(entry_path))

@@ -66,6 +66,24 @@ function table(header, rows) {
   return t;
 }
 
+// The patients shared between splits, as the run report's leakage box shows them (serving.patient_overlap).
+function overlapNote(overlap) {
+  if (overlap === null || overlap === undefined) {
+    return el("p", { class: "small leak-unknown", text: "Patient overlap between splits: not recorded for this run." });
+  }
+  const pairs = Object.entries(overlap);
+  if (!pairs.length) return el("p", { class: "small leak-ok", text: "No patient is in two splits." });
+  const box = el("div", { class: "leak", role: "note" });
+  box.append(el("strong", { text: "⚠ Patients shared between splits" }));
+  box.append(el("ul", {}, ...pairs.map(([pair, v]) => el("li", {
+    text: `${pair.replace("-", " and ")}: ${v.patients} patient${v.patients === 1 ? "" : "s"}`
+      + (v.examples.length ? ` (e.g. ${v.examples.join(", ")})` : "") }))));
+  if (pairs.some(([pair]) => pair.includes("test"))) {
+    box.append(el("p", { text: "Images of these patients were both trained and tested on, so the test metrics below are likely optimistic." }));
+  }
+  return box;
+}
+
 function renderCard(card) {
   const box = $("#card");
   box.replaceChildren();
@@ -78,6 +96,7 @@ function renderCard(card) {
     el("li", { text: `source ${d.source}; labels ${card.labels.join(", ")}` }),
     el("li", { text: `train ${n.train}, validation ${n.val}, test ${n.test} images (split hash ${d.split.hash})` }),
     el("li", { text: d.split.rule })));
+  box.append(overlapNote(state.info ? state.info.patient_overlap : null));
   const m = card.metrics;
   box.append(el("h3", { text: "Test metrics (95% CI)" }));
   if (!m) box.append(el("p", { text: "not evaluated yet" }));
@@ -85,16 +104,20 @@ function renderCard(card) {
     box.append(el("p", { text: `n = ${m.n}; accuracy ${ci(m.accuracy, "value")}` }));
     box.append(table(["class", "precision", "recall", "F1"], Object.entries(m.per_class).map(([k, v]) => [k, fmt(v.precision), fmt(v.recall), fmt(v.f1)])));
   } else {
-    box.append(el("p", { text: `n = ${m.n}, ${m.n_boot} bootstrap resamples of ${m.resampling}; macro AUC ${ci(m.macro_auc)}` }));
+    const auc = card.task === "binary" ? `AUC ${ci(Object.values(m.per_label)[0])}` : `macro AUC ${ci(m.macro_auc)}`;
+    box.append(el("p", { text: `n = ${m.n}, ${m.n_boot} bootstrap resamples of ${m.resampling}; ${auc}` }));
     box.append(table(["label", "AUC (95% CI)", "threshold"], Object.entries(m.per_label).map(([k, v]) => [k, ci(v), fmt(v.threshold)])));
   }
   box.append(el("p", { class: "small", text: `Thresholds: ${card.threshold_rule}` }));
   const pre = card.network_data_format.inputs.image.preprocess;
+  // the steps applied, in order, as the run report says them (serving.preprocessing); else the raw record
+  const steps = state.info && state.info.preprocessing;
   box.append(el("h3", { text: "Preprocessing" }), el("p", {
-    text: `${pre.size} × ${pre.size} px, ${pre.resize}, CLAHE ${pre.clahe ? "on" : "off"}; ${pre.order}` }));
+    text: steps || `${pre.size} × ${pre.size} px, ${pre.resize}, CLAHE ${pre.clahe ? "on" : "off"}` }));
   box.append(el("h3", { text: "Out-of-distribution warning" }), el("p", { text: card.ood
     ? `Mahalanobis distance of penultimate features (${card.ood.n_train} training images); flagged beyond the ${card.ood.percentile}th percentile of validation (${fmt(card.ood.threshold, 2)}).`
     : "No out-of-distribution summary for this run." }));
+  if (card.ood && card.ood.note) box.append(el("p", { class: "leak", text: `⚠ ${card.ood.note}` }));  // e.g. failed self-test
   const v = card.library_versions || {};
   box.append(el("h3", { text: "Library versions" }), el("p", { class: "small", text: Object.entries(v).map(([k, x]) => `${k} ${x}`).join(", ") }));
 }
@@ -105,7 +128,7 @@ async function loadModel() {
   state.card = card;
   state.info = card.serving;
   $("#model-name").textContent = card.name;
-  $("#model-meta").textContent = `${card.architecture.name} · ${card.task} · ${card.labels.length} labels · ${state.info.input_size} px · engine ${state.info.engine}`;
+  $("#model-meta").textContent = `${card.architecture.name} · ${card.task} · ${card.labels.length === 1 ? card.labels[0] : `${card.labels.length} labels`} · ${state.info.input_size} px · engine ${state.info.engine}`;
   document.title = `cxrlab serve: ${card.name}`;
   const method = $("#method");
   method.replaceChildren(...state.info.explain_methods.map((x) => el("option", { value: x, text: x })));
@@ -168,7 +191,11 @@ function renderResult(file, r, data) {
   }
   const dec = $(".decision", node);
   if (data.task === "multiclass") dec.append("Predicted class: ", el("strong", { text: r.prediction }));
-  else if (r.positive.length) dec.append("At the validation thresholds: ", el("strong", { text: r.positive.join(", ") }));
+  else if (data.task === "binary") {
+    // one label: its absence is the other class, said as such (not "no label reaches its threshold")
+    dec.append("At the validation threshold: ", r.positive.length ? el("strong", { text: r.positive[0] })
+      : el("strong", { class: "negative", text: `Normal (no ${data.labels[0]})` }));
+  } else if (r.positive.length) dec.append("At the validation thresholds: ", el("strong", { text: r.positive.join(", ") }));
   else dec.append("No label reaches its threshold.");
   if (r.ood && !r.ood.flag) dec.append(el("span", { class: "small", text: `  (OOD score ${fmt(r.ood.score, 1)}, threshold ${fmt(r.ood.threshold, 1)}: in range)` }));
   const list = $(".probs", node);

@@ -1,0 +1,70 @@
+"""Commands that take RUN (issue 16.9): a mistyped run name is "no such run folder" for every one of them,
+`explain --top 0` is one line, and an ensemble folder is reportable."""
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_phantom, tmp_path_factory):
+    from cxrlab.config import load_config
+    from cxrlab.data.phantom import LABELS
+    from cxrlab.workflows import run_experiment
+
+    runs = tmp_path_factory.mktemp("cli_runs")
+    base = {"name": "demo", "seed": 6, "runs_dir": str(runs),
+            "data": {"source": "nih14", "root": str(tiny_phantom), "labels": list(LABELS), "image_size": 32,
+                     "val_fraction": 0.2, "workers": 1},
+            "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
+            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3},
+            "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}
+    run_experiment(load_config(None, [], base=base))
+    return runs / "demo"
+
+
+COMMANDS = [
+    ["evaluate", "{bad}"], ["compare", "{good}", "{bad}"], ["explain", "{bad}", "-i", "{img}"],
+    ["localize", "{bad}"], ["uncertainty", "{bad}"], ["ensemble", "{good}", "{bad}", "--out", "{tmp}/ens"],
+    ["predict", "{bad}", "-i", "{img}"], ["card", "{bad}"], ["serve", "{bad}"], ["export", "{bad}"],
+    ["report", "{bad}"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_a_mistyped_run_name_says_no_such_run_folder_for_every_command(argv, cli_run, tiny_phantom, tmp_path):
+    img = sorted((tiny_phantom / "images").glob("*.png"))[0]
+    bad = cli_run.parent / "dmeo"  # a typo of "demo"
+    args = [a.format(bad=bad, good=cli_run, img=img, tmp=tmp_path) for a in argv]
+    r = run_cli(*args)
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in r.output
+    assert f"no such run folder: {bad}" in err and "model.json" not in err
+    assert f"did you mean {cli_run}" in err
+
+
+def test_explain_top_must_be_at_least_one(cli_run, tiny_phantom, tmp_path):
+    img = sorted((tiny_phantom / "images").glob("*.png"))[0]
+    r = run_cli("explain", cli_run, "-i", img, "--top", "0", "--out", tmp_path)
+    assert r.exit_code == 2, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and "--top must be >= 1" in r.stderr
+    r = run_cli("explain", cli_run, "-i", img, "--top", "1", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+
+
+def test_an_ensemble_folder_is_reportable(cli_run, tmp_path):
+    ens = tmp_path / "ens"
+    assert run_cli("ensemble", cli_run, cli_run, "--out", ens).exit_code == 0
+    r = run_cli("report", ens)  # before evaluate: a report that says so
+    assert r.exit_code == 0, r.output
+    assert "not evaluated yet" in r.stdout
+    html = (ens / "report.html").read_text()
+    assert "cxrlab ensemble: ens" in html and "Not evaluated yet" in html and str(cli_run) in html
+    r = run_cli("evaluate", ens, "--n-boot", "20")
+    assert r.exit_code == 0, r.output
+    r = run_cli("report", ens)
+    assert r.exit_code == 0 and "not evaluated yet" not in r.stdout
+    html = (ens / "report.html").read_text()
+    assert "Classification (test split)" in html and "data:image/png;base64" in html  # ROC etc. embedded
+    assert "macro AUC" in html and "the mean" in html and "config.yaml" not in html
