@@ -41,8 +41,9 @@ def study_run(
 @study_app.command("report")
 def study_report_cmd(
     folder: Annotated[Path, typer.Argument(help="studies/<name> folder.")],
-    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples for the paired tests "
-                                                     "(default: the study's n_boot, 1000).")] = None,
+    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples B of every CI and paired test "
+                                                     "(default: the study's n_boot, 1000); cells evaluated "
+                                                     "with another B are re-evaluated.")] = None,
 ) -> None:
     """Re-write the study report from the finished cells' run folders."""
     from cxrlab.workflows.study_report import study_report

@@ -71,7 +71,7 @@ def test_kill_9_in_second_cell_then_rerun_equals_uninterrupted(study_file, tmp_p
     html = (folder / "report.html").read_text()
     assert "Published vs ours" in html and "data:image/png;base64," in html and "src='figures" not in html
     linked = re.findall(r"!\[[^]]*\]\((figures/[^)]+\.png)\)", (folder / "report.md").read_text())
-    assert len(linked) == 2 and all((folder / f).stat().st_size > 1000 for f in linked)  # markdown shows plots
+    assert len(linked) == 3 and all((folder / f).stat().st_size > 1000 for f in linked)  # ROC, axis, curves
 
 
 def test_changed_cell_config_is_rerun_not_mixed(study_file, tmp_path):
@@ -161,7 +161,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 def test_study_report_opens_in_headless_chromium_with_every_image_and_no_error(study_file, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    report = run_study(study_file, phantom=True, out=tmp_path)
+    from cxrlab.report.study import PHANTOM_BANNER
+
+    overrides = ["train.epochs=2", "data.val_fraction=0.25"]
+    report = run_study(study_file, overrides=overrides, phantom=True, out=tmp_path)
     shots = Path(os.environ.get("CXRLAB_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
@@ -177,12 +180,19 @@ def test_study_report_opens_in_headless_chromium_with_every_image_and_no_error(s
             page.wait_for_load_state("load")
             images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
             headings = page.locator("h2").all_inner_texts()
+            banner = page.get_by_text(PHANTOM_BANNER)
+            banner_visible, banner_top = banner.is_visible(), banner.bounding_box()["y"]
+            command_visible = page.locator("code", has_text=" ".join(overrides)).is_visible()
+            setup_rows = page.locator("table").first.locator("tbody tr").count()
             page.screenshot(path=str(shots / "study_report.png"), full_page=True)
         finally:
             browser.close()
     assert errors == []
-    assert [alt for alt, _, _ in images] == ["Metric vs axis", "Training curves"]
+    assert banner_visible and banner_top < 300  # the phantom banner is seen before anything else
+    assert command_visible and setup_rows == 2  # the overrides, verbatim; one setup row per cell
+    assert [alt for alt, _, _ in images] == ["ROC curves", "Metric vs axis", "Training curves"]
     assert all(ok and width > 300 for _, ok, width in images), images
-    assert headings[:2] == ["Results per cell", "Tests against the baseline (image_size=48) and requested pairs"]
+    assert headings[:3] == ["What ran", "Results per cell",
+                            "Tests against the baseline (image_size=48) and requested pairs"]
     assert "Published vs ours" in headings
     assert (shots / "study_report.png").stat().st_size > 20_000

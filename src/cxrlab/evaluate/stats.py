@@ -172,9 +172,22 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
             "b_only": b_only, "n": n, "p": p}
 
 
+def macro_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Macro AUC of one score matrix on all its samples (labels with one class left out; NaN targets too)."""
+    aucs = [weighted_auc(y[keep, j], score[keep, j], np.ones((1, int(keep.sum()))))[0]
+            for j in range(y.shape[1]) for keep in [~np.isnan(y[:, j])]]
+    finite = [a for a in aucs if np.isfinite(a)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def paired_bootstrap_macro(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_boot: int = 1000,
                            seed: int = 0, groups: np.ndarray | None = None) -> dict[str, float]:
-    """Macro-AUC difference (a - b) with a paired bootstrap CI and a two-sided p-value.
+    """Macro-AUC difference (a - b): the observed difference with a paired bootstrap CI and p-value.
+
+    The estimate is the difference on the test set itself (``diff``), not the mean of the
+    resamples (``boot_mean``): the bootstrap gives the interval around it, and its mean
+    drifts from the observed value by the resampling bias (on 83 images, -0.1590 vs -0.1617).
+    ``diff_mean`` is kept as a name for readers of older results and holds ``diff``.
 
     The p-value is twice the share of resamples on the far side of zero; its
     resolution is ``1 / B`` (B finite resamples).  When no resample crosses zero
@@ -182,8 +195,10 @@ def paired_bootstrap_macro(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarr
     with it and :func:`format_p` prints it that way (never "p = 0").
 
     Returns:
-        ``diff_mean``, ``ci_low``, ``ci_high``, ``p``, ``p_resolution`` (1/B) and ``n_boot`` (B).
+        ``diff`` (observed), ``diff_mean`` (= ``diff``), ``boot_mean``, ``ci_low``, ``ci_high``
+        (95% percentile interval), ``p``, ``p_resolution`` (1/B) and ``n_boot`` (B).
     """
+    observed = macro_auc(y, score_a) - macro_auc(y, score_b)
     ba = bootstrap_aucs(y, score_a, n_boot, seed, groups)
     bb = bootstrap_aucs(y, score_b, n_boot, seed, groups)  # same seed: same resamples
     d = np.nanmean(ba, axis=1) - np.nanmean(bb, axis=1)
@@ -191,8 +206,9 @@ def paired_bootstrap_macro(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarr
     lo, hi = percentile_ci(d)
     n = len(d)
     p = min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))) if n else float("nan")
-    return {"diff_mean": float(np.mean(d)) if n else float("nan"), "ci_low": lo, "ci_high": hi, "p": float(p),
-            "p_resolution": 1.0 / n if n else float("nan"), "n_boot": n}
+    return {"diff": observed, "diff_mean": observed, "boot_mean": float(np.mean(d)) if n else float("nan"),
+            "ci_low": lo, "ci_high": hi, "p": float(p), "p_resolution": 1.0 / n if n else float("nan"),
+            "n_boot": n}
 
 
 def format_p(p: float | None, resolution: float | None = None) -> str:

@@ -19,9 +19,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 from cxrlab.runio import atomic_write, atomic_write_text  # noqa: E402
+from cxrlab.studies.spec import dotted  # noqa: E402
+
+PHANTOM_BANNER = ("PHANTOM DATA: synthetic images, not a result about real X-rays. Every cell ran on the "
+                  "cxrlab phantom (--phantom); these numbers test the pipeline, they say nothing about a model on X-rays.")
+SPLITS = ("train", "val", "test")
 
 
 def _f(v: Any, d: int = 3) -> str:
@@ -51,6 +56,12 @@ def _png(fig: plt.Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def ci_label(data: dict[str, Any]) -> str:
+    """``95% CI, B=1000``: the interval's level and its bootstrap resamples (every B on the page, if several)."""
+    bs = sorted({r.get("n_boot") for r in data["cells"].values() if r.get("n_boot")})
+    return f"95% CI, B={'/'.join(str(b) for b in bs) or 'n/a'}"
+
+
 def _headline(row: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     if row["task"] == "multiclass" and row.get("accuracy"):
         return "accuracy", row["accuracy"]
@@ -60,7 +71,7 @@ def _headline(row: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
 def results_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     cells = data["cells"]
     labels = next(iter(cells.values()))["labels"]
-    head = ["cell", "epochs (best)", "headline [95% CI]", *labels]
+    head = ["cell", "epochs (best)", f"headline [{ci_label(data)}]", *(f"{lab} [{ci_label(data)}]" for lab in labels)]
     rows = []
     for name, r in cells.items():
         metric, d = _headline(r)
@@ -71,8 +82,9 @@ def results_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["cell A", "cell B", "macro AUC diff A-B [95% CI]", "paired bootstrap p", "labels p<0.05 (Holm)",
-            "DeLong per label (Holm p)"]
+    bs = sorted({c["macro_auc_difference"].get("n_boot") or c.get("n_boot") for c in data["comparisons"]} - {None})
+    head = ["cell A", "cell B", f"macro AUC diff A-B, observed [95% CI, B={'/'.join(map(str, bs)) or 'n/a'}]",
+            "paired bootstrap p", "labels p<0.05 (Holm)", "DeLong per label (Holm p)"]
     accuracy = any(c.get("accuracy") for c in data["comparisons"])
     if accuracy:
         head.insert(2, "accuracy diff A-B (McNemar p)")
@@ -82,7 +94,7 @@ def tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         sig = [lab for lab, d in c["per_label"].items() if d.get("p_holm") is not None and d["p_holm"] < 0.05]
         per = "; ".join(f"{lab} {d.get('diff', float('nan')):+.3f} ({_p(d.get('p_holm'))})"
                         for lab, d in c["per_label"].items())
-        row = [c["a"], c["b"], f"{m['diff_mean']:+.4f} [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
+        row = [c["a"], c["b"], f"{m.get('diff', m['diff_mean']):+.4f} [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
                _p(m.get("p"), c.get("n_boot")), str(len(sig)), per]
         if accuracy:
             acc = c.get("accuracy")
@@ -97,7 +109,8 @@ def operating_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] |
     ops = {n: r["operating_point"] for n, r in data["cells"].items() if r.get("operating_point")}
     if not ops:
         return None
-    head = ["cell", "threshold (val)", "accuracy [95% CI]", "sensitivity [95% CI]", "specificity [95% CI]",
+    ci = ci_label(data)
+    head = ["cell", "threshold (val)", f"accuracy [{ci}]", f"sensitivity [{ci}]", f"specificity [{ci}]",
             "TN / FP / FN / TP"]
     rows = [[n, _f(op["threshold"]), _ci(op["accuracy"], "value"), _ci(op["sensitivity"], "value"),
              _ci(op["specificity"], "value"),
@@ -106,33 +119,172 @@ def operating_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] |
 
 
 def confusion_plot(data: dict[str, Any]) -> str | None:
-    """One row-normalised confusion matrix per binary or multi-class cell (counts in the squares)."""
+    """One confusion matrix per binary or multi-class cell: counts and row percentages in the squares, the
+    colour the row share on one scale for every cell (one colour bar), so the cells compare by eye."""
     cells = {n: r for n, r in data["cells"].items() if r.get("confusion_matrix")}
     if not cells:
         return None
     k = len(cells)
-    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.3), squeeze=False)
-    for ax, (name, r) in zip(axes[0], cells.items(), strict=True):
+    n_cls = max(len(r["confusion_matrix"]) for r in cells.values())
+    side = max(4.2, 0.9 * n_cls + 1.6)
+    cols = min(k, 3)
+    rows = math.ceil(k / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 1.0, side * rows), squeeze=False)
+    image = None
+    for i, (name, r) in enumerate(cells.items()):
+        ax = axes[i // cols][i % cols]
         m = [[float(v) for v in row] for row in r["confusion_matrix"]]
         names = r["labels"] if r["task"] == "multiclass" else [f"no {r['labels'][0]}", r["labels"][0]]
         share = [[v / (sum(row) or 1) for v in row] for row in m]
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for i, row in enumerate(m):
-            for j, v in enumerate(row):
-                ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=8,
-                        color="white" if share[i][j] > 0.5 else "black")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [], fontsize=7)  # same classes
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel("predicted", fontsize=7)
-    axes[0][0].set_ylabel("true", fontsize=7)
-    fig.suptitle("confusion matrices (test split; binary cells at the validation-chosen threshold)", fontsize=9)
-    fig.tight_layout()
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        size = 12 if n_cls <= 3 else 9 if n_cls <= 6 else 7
+        for a, row in enumerate(m):
+            for b, v in enumerate(row):
+                ax.text(b, a, f"{int(v)}\n{share[a][b]:.0%}", ha="center", va="center", fontsize=size,
+                        color="white" if share[a][b] > 0.5 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=30 if n_cls > 2 else 0,
+                      ha="right" if n_cls > 2 else "center", fontsize=10)
+        first = i % cols == 0  # the cells share their classes: name the rows once per row of panels
+        ax.set_yticks(range(len(names)), names if first else [], fontsize=10)
+        ax.set_title(f"{name} (n = {int(sum(map(sum, m)))})", fontsize=11)
+        ax.set_xlabel("predicted", fontsize=10)
+        if first:
+            ax.set_ylabel("true", fontsize=10)
+    for j in range(k, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.tight_layout(rect=(0, 0, 0.92, 0.95))
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.03)
+    bar.set_label("share of the true class (row)", fontsize=10)
+    bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    fig.suptitle("confusion matrices (test split; binary cells at the validation-chosen threshold): "
+                 "count and row %", fontsize=11)
     return _png(fig)
 
 
+def roc_plot(data: dict[str, Any]) -> str | None:
+    """Each binary / multi-label cell's ROC curve overlaid, one panel per label, one legend below them all
+    (a legend per panel hides the curves once a study has more than a few cells)."""
+    cells = {n: r for n, r in data["cells"].items() if r.get("roc")}
+    if not cells:
+        return None
+    labels = list(dict.fromkeys(lab for r in cells.values() for lab in r["roc"]))
+    cols = min(len(labels), 4)
+    rows = math.ceil(len(labels) / cols)
+    size = 5.0 if len(labels) == 1 else 3.6
+    colours = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20")
+    fig, axes = plt.subplots(rows, cols, figsize=(max(size * cols, 6.0), size * rows + 0.3 * len(cells) / 2 + 0.6),
+                             squeeze=False)
+    handles: dict[str, Any] = {}
+    for i, lab in enumerate(labels):
+        ax = axes[i // cols][i % cols]
+        for k, (name, r) in enumerate(cells.items()):
+            if lab in r["roc"]:
+                auc = (r["per_label"].get(lab) or {}).get("auc")
+                text = f"{name} (AUC {_f(auc)})" if len(labels) == 1 else name
+                (line,) = ax.plot(r["roc"][lab]["fpr"], r["roc"][lab]["tpr"], color=colours(k % colours.N), lw=1.5)
+                handles.setdefault(text, line)
+        ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
+        ax.set_title(lab, fontsize=10)
+        ax.set_xlabel("1 - specificity", fontsize=9)
+        ax.set_ylabel("sensitivity", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    for j in range(len(labels), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle("ROC curves per cell, overlaid (test split; AUCs with CIs in the results table)", fontsize=11)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.045 * math.ceil(len(handles) / 3) / rows + 0.02, 1, 1))
+    return _png(fig)
+
+
+def setup_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """What each cell ran: model, size, weights, epochs run / cap, images and patients per split, data."""
+    cells = {n: r["setup"] for n, r in data["cells"].items() if r.get("setup")}
+    if not cells:
+        return None
+    head = ["cell", "the cell's own settings", "model", "image size", "pretrained weights", "epochs run / cap (best)",
+            *(f"{s} images / patients" for s in SPLITS), "data"]
+    rows = []
+    for name, c in cells.items():
+        opts = ", ".join(f"{k}={v}" for k, v in (c.get("options") or {}).items())
+        weights = {"none": "none (random)", "hub": "hub (ImageNet)"}.get(c["pretrained"], c["pretrained"])
+        sp = c.get("splits") or {}
+        own = ", ".join(dotted((data.get("overrides") or {}).get(name, {}))) or "-"  # as typed on a command line
+        rows.append([name, own, c["model"] + (f" ({opts})" if opts else ""), f"{c['image_size']} px", weights,
+                     f"{c.get('epochs_run')} / {c.get('epochs_cap')} ({c.get('best_epoch')})",
+                     *(f"{sp[s]['images']} / {sp[s]['patients']}" if s in sp else "n/a" for s in SPLITS),
+                     f"{c['source']} at {c['root']}"])
+    return head, rows
+
+
+def command_text(data: dict[str, Any]) -> str:
+    """The command line's overrides, verbatim (what changed the study file's values for every cell)."""
+    cl = data.get("command_line")
+    if cl is None:
+        return "not recorded (a study folder from an older cxrlab)"
+    return " ".join(cl) if cl else "none (the study file's values)"
+
+
+def leakage_groups(data: dict[str, Any]) -> list[tuple[str, list[str], dict[str, Any]]]:
+    """Cells grouped by their patient overlap: (kind ok | bad | unknown, cell names, one cell's setup)."""
+    groups: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
+    for name, r in data["cells"].items():
+        c = r.get("setup")
+        if not c:
+            continue
+        overlap = c.get("patient_overlap")
+        kind = "unknown" if overlap is None else "bad" if any(overlap.values()) else "ok"
+        key = repr((kind, overlap, c.get("splits")))
+        groups.setdefault(key, (kind, [], c))[1].append(name)
+    return list(groups.values())
+
+
+def _leakage_lines(kind: str, c: dict[str, Any]) -> tuple[str, list[str], str]:
+    """(title, lines, advice) of one leakage group, as plain text."""
+    if kind == "unknown":
+        return "Patient overlap between splits: not recorded", [], ""
+    sp = c.get("splits") or {}
+    if kind == "ok":
+        pats = ", ".join(f"{s} {sp[s]['patients']}" for s in SPLITS if s in sp)
+        return "No patient is in two splits", [f"Patients per split: {pats}."], ""
+    ex = c.get("overlap_examples") or {}
+    lines = [f"{k.replace('-', ' and ')}: {v} patient(s), e.g. {', '.join(ex.get(k, [])[:5]) or 'n/a'}"
+             for k, v in c["patient_overlap"].items() if v]
+    fix = ("add data.options.resplit=patient to the command line (one split by patient for every cell)"
+           if c.get("source") == "kermany" else "a split by patient (a source without an official split, or "
+           "data.split_file with a patient-level split)")
+    advice = ("Images of these patients were trained and tested on, so the test metrics are likely optimistic. "
+              f"It comes from the dataset's own split; to remove it: {fix}.")
+    return "Patient leakage: patients are shared between splits", lines, advice
+
+
+def leakage_html(data: dict[str, Any]) -> str:
+    parts = []
+    for kind, names, c in leakage_groups(data):
+        title, lines, advice = _leakage_lines(kind, c)
+        items = "".join(f"<li>{html.escape(x)}</li>" for x in lines)
+        parts.append(f"<div class='box {kind}'><strong>{html.escape(title)} (cells: {html.escape(', '.join(names))})"
+                     f"</strong>{f'<ul>{items}</ul>' if items else ''}"
+                     f"{f'<p>{html.escape(advice)}</p>' if advice else ''}</div>")
+    return "".join(parts)
+
+
+def leakage_md(data: dict[str, Any]) -> list[str]:
+    md = []
+    for kind, names, c in leakage_groups(data):
+        title, lines, advice = _leakage_lines(kind, c)
+        mark = {"bad": "WARNING: ", "ok": "", "unknown": ""}[kind]
+        md += [f"> **{mark}{title}** (cells: {', '.join(names)})", ">"] + [f"> - {x}" for x in lines]
+        md += ([">", f"> {advice}"] if advice else []) + [""]
+    return md
+
+
 def published_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["cell", "metric", "published", "ours [95% CI]", "ours - published"]
+    head = ["cell", "metric", "published", f"ours [{ci_label(data)}]",
+            "ours - published"]
     rows = []
     for cell, pub in data["published"].items():
         r = data["cells"].get(cell)
@@ -188,7 +340,7 @@ def axis_plot(data: dict[str, Any]) -> str | None:
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=g)
     ax.set_xticks(range(len(data["axes"][keys[0]])), [str(v) for v in data["axes"][keys[0]]])
     ax.set_xlabel(keys[0])
-    ax.set_ylabel(f"{_headline(next(iter(data['cells'].values())))[0]} (95% CI)")
+    ax.set_ylabel(f"{_headline(next(iter(data['cells'].values())))[0]} ({ci_label(data)})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -203,13 +355,18 @@ def curves_plot(data: dict[str, Any]) -> str | None:
         h = r["history"]
         ep = [x["epoch"] for x in h]
         sel = h[-1].get("selection", "val_macro_auc")
-        axes[0].plot(ep, [x["val_loss"] for x in h], label=name)
-        axes[1].plot(ep, [x.get(sel) for x in h], label=name)
+        mark = "o" if len(ep) < 15 else None  # a 1-epoch cell is one point: without a marker it is not drawn
+        axes[0].plot(ep, [x["val_loss"] for x in h], marker=mark, label=name)
+        axes[1].plot(ep, [x.get(sel) for x in h], marker=mark, label=name)
         axes[1].set_ylabel(f"validation {sel.removeprefix('val_').replace('_', ' ')}")
     axes[0].set_ylabel("validation loss")
+    epochs = [x["epoch"] for r in cells.values() for x in r["history"]]
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if max(epochs) - min(epochs) < 2:  # else the locator splits one epoch into fractions
+            ax.set_xticks(range(min(epochs), max(epochs) + 1))
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.suptitle("training curves per cell (same axes)")
@@ -233,17 +390,45 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em}"
-        "th{background:#f3f3f3}img{max-width:100%}.note{color:#555}")
+        "th{background:#f3f3f3}img{max-width:100%}.note{color:#555}code{background:#f4f4f4;padding:0 .3em}"
+        ".banner{background:#fff3cd;border:2px solid #b8860b;color:#5c4400;padding:.7em 1em;margin:1em 0;"
+        "font-weight:600;border-radius:4px}"
+        ".box{border-left:6px solid;padding:.6em 1em;margin:.8em 0;border-radius:3px}.box strong{display:block}"
+        ".box.bad{border-color:#c62828;background:#fdecea}.box.ok{border-color:#2e7d32;background:#edf7ed}"
+        ".box.unknown{border-color:#9e9e9e;background:#f5f5f5}.box ul{margin:.3em 0}.box p{margin:.3em 0}")
+
+
+def _setup_html(data: dict[str, Any]) -> str:
+    cl = command_text(data)
+    root = f" <b>--root</b> <code>{html.escape(data['root'])}</code>;" if data.get("root") else ""
+    out = (f"<p><b>Command-line overrides</b> (verbatim, for every cell):{root} <code>{html.escape(cl)}</code></p>"
+           "<p class='note'>The values that ran, cell by cell, are in <code>study.yaml</code>; the study file as "
+           "given in <code>preset.yaml</code>.</p>")
+    table = setup_table(data)
+    return out + (_html_table(*table) if table else "") + leakage_html(data)
+
+
+def _setup_md(data: dict[str, Any]) -> list[str]:
+    root = f" `--root {data['root']}`;" if data.get("root") else ""
+    md = [f"**Command-line overrides** (verbatim, for every cell):{root} `{command_text(data)}`", "",
+          "The values that ran, cell by cell, are in `study.yaml`; the study file as given in `preset.yaml`.", ""]
+    table = setup_table(data)
+    return md + ([_md_table(*table), ""] if table else []) + leakage_md(data)
 
 
 def render_study(folder: Path, data: dict[str, Any]) -> Path:
     """Write ``report.html`` (self-contained) and ``report.md``; return the HTML path."""
+    ci = ci_label(data)
+    resampled = {r.get("resampling") for r in data["cells"].values()} - {None}
+    what = " and ".join(sorted(resampled)) or "patients where known, else images"
     sections: list[tuple[str, tuple[list[str], list[list[str]]] | None, str | None, str]] = [
         ("Results per cell", results_table(data), None,
-         "AUC with 95% bootstrap CIs (patients resampled where known); epochs run and the best epoch show each "
-         "cell's budget (training stops when validation stops improving, within the recipe's cap)."),
+         f"AUC with 95% bootstrap CIs ({ci.removeprefix('95% CI, ')} resamples of {what}); epochs run and the "
+         "best epoch show each cell's budget (training stops when validation stops improving, within the "
+         "recipe's cap)."),
         (f"Tests against the baseline ({data['baseline']}) and requested pairs", tests_table(data), None,
-         "DeLong test per label, Holm-adjusted over labels; paired bootstrap of the macro-AUC difference; "
+         "DeLong test per label, Holm-adjusted over labels; paired bootstrap of the macro-AUC difference (the "
+         "observed difference on the test set, with the resamples' 95% percentile interval); "
          "McNemar's exact test of accuracy for binary and multi-class cells. "
          "A resampling p-value with no crossing is reported as p < 1/B."),
         ("Published vs ours", published_table(data) if data["published"] else None, None,
@@ -251,8 +436,9 @@ def render_study(folder: Path, data: dict[str, Any]) -> Path:
          + (" These cells ran on the synthetic phantom: the comparison shows the table's shape, not a "
             "reproduction." if data["phantom"] else "")),
         ("Operating point (binary cells)", operating_table(data), None,
-         "Each cell's threshold is chosen on its validation split (Youden), never on test; 95% bootstrap CIs."),
+         f"Each cell's threshold is chosen on its validation split (Youden), never on test; {ci}."),
         ("Confusion matrices", None, confusion_plot(data), ""),
+        ("ROC curves", None, roc_plot(data), ""),
         ("Localisation by box size (CAM boxes, IoU >= 0.1)", localization_table(data), None,
          "Accuracy = share of images where a CAM box hits a true box; precision = hits / boxes; classes "
          "ordered by mean true-box area."),
@@ -261,12 +447,20 @@ def render_study(folder: Path, data: dict[str, Any]) -> Path:
     ]
     title = data["title"] or data["name"]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='note'>{html.escape(data['description'])}</p>"]
-    md = [f"# {title}", "", data["description"], ""]
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    md = [f"# {title}", ""]
+    if data["phantom"]:
+        parts.append(f"<div class='banner' role='alert'>{html.escape(PHANTOM_BANNER)}</div>")
+        md += [f"> **{PHANTOM_BANNER}**", ""]
+    lead = "The study file's description (the paper's setting; what ran is in the next section): "
+    if data["description"]:
+        parts.append(f"<p class='note'><i>{html.escape(lead)}</i>{html.escape(data['description'])}</p>")
+        md += [f"*{lead}*{data['description']}", ""]
     if data["missing"]:
         parts.append(f"<p><b>Cells not finished:</b> {html.escape(', '.join(data['missing']))}</p>")
         md += [f"**Cells not finished:** {', '.join(data['missing'])}", ""]
+    parts.append("<h2>What ran</h2>" + _setup_html(data))
+    md += ["## What ran", "", *_setup_md(data)]
     for head, table, img, note in sections:
         if table is None and img is None:
             continue

@@ -138,17 +138,29 @@ def list_presets() -> dict[str, Path]:
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
 
 
-def load_study(ref: str | Path) -> tuple[StudySpec, dict[str, Any]]:
-    """A study file or preset name -> (spec, base recipe tree with the study's ``recipe`` applied)."""
+def study_path(ref: str | Path) -> Path:
+    """The file of a study file or preset name (a ConfigError naming the presets when there is none)."""
     presets = list_presets()
     path = presets.get(str(ref)) or Path(ref)
     if not path.is_file():
         raise ConfigError(f"{ref}: no such study file or preset (presets: {', '.join(sorted(presets))})")
+    return path
+
+
+def read_spec(path: str | Path) -> StudySpec:
+    """The study file at ``path`` as a spec (its ``base`` recipe is not read)."""
+    path = Path(path)
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
         raise ConfigError(f"{path}: not valid YAML") from None
-    spec = _parse(tree, str(path))
+    return _parse(tree, str(path))
+
+
+def load_study(ref: str | Path) -> tuple[StudySpec, dict[str, Any]]:
+    """A study file or preset name -> (spec, base recipe tree with the study's ``recipe`` applied)."""
+    path = study_path(ref)
+    spec = read_spec(path)
     base: dict[str, Any] = {}
     if spec.base:
         base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)

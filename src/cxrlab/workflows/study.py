@@ -2,10 +2,14 @@
 
 Each cell is a run folder under ``studies/<name>/runs/<cell>``.  A cell whose
 resolved config is unchanged and whose run finished is skipped; an unfinished
-one (killed, even by ``kill -9``) is resumed from its last epoch; a cell whose
-config changed is re-run from scratch, never mixed with the old one.  SLURM
-job arrays go through submitit (its local executor runs the same path on one
-machine).  The study report is written at the end (:mod:`.study_report`).
+one (killed, even by ``kill -9``, or stopped by a full disk after writing only
+part of its files) is resumed from its last epoch; a cell whose config changed
+is re-run from scratch, never mixed with the old one.  SLURM job arrays go
+through submitit (its local executor runs the same path on one machine).
+Before any cell trains, the study folder gets ``preset.yaml`` (the study file
+as given) and ``study.yaml`` (what runs: every cell's resolved config and the
+command line verbatim).  The study report is written at the end
+(:mod:`.study_report`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cxrlab.config import ExperimentConfig, load_config, merge_trees, parse_overrides, replace_keys
+from cxrlab.data.workers import set_parent_death_signal
 from cxrlab.errors import CxrlabError
+from cxrlab.locks import FolderLock
 from cxrlab.progress import make_progress, say
 from cxrlab.run import RunFolder
 from cxrlab.studies.spec import StudySpec, dotted, load_study
@@ -44,10 +50,27 @@ class StudyPlan:
     cells: list[PlannedCell]
     baseline: str
     phantom: bool
+    overrides: list[str] = field(default_factory=list)
+    """The command line's ``key=value`` overrides, verbatim (they win over the study and its phantom form)."""
+    root: str | None = None
+    source: str = ""
+    """The study file or preset name the plan was made from."""
+
+
+def run_finished(run: RunFolder) -> bool:
+    """True when the cell's training ran to its end (:meth:`RunFolder.finished`: model.json, best weights,
+    summary.json, chosen thresholds) and its test predictions, which the report reads, are there.
+
+    ``summary.json`` alone is not enough: a full disk can leave it without the rest.
+    """
+    return run.finished() and run.has_predictions("test")
 
 
 def cell_status(run: RunFolder, cfg: ExperimentConfig) -> str:
-    """``done`` (finished, same config), ``partial`` (same config, unfinished), ``changed`` or ``new``."""
+    """``done`` (finished, same config), ``partial`` (same config, unfinished), ``changed`` or ``new``.
+
+    Finished means :func:`run_finished` (every file a run ends with), not only ``summary.json``.
+    """
     if not run.config_file.is_file():
         return "changed" if run.path.exists() else "new"
     old = run.read_config().model_dump(mode="json")
@@ -56,14 +79,19 @@ def cell_status(run: RunFolder, cfg: ExperimentConfig) -> str:
     new.pop("task", None)
     if old != new:
         return "changed"
-    return "done" if run.summary_file.is_file() else "partial"
+    return "done" if run_finished(run) else "partial"
+
+
+def study_folder(spec: StudySpec, phantom: bool, out: str | Path = "studies") -> Path:
+    """``<out>/<name>`` (``<name>-phantom`` for the phantom form)."""
+    return Path(out) / (f"{spec.name}-phantom" if phantom else spec.name)
 
 
 def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
                phantom: bool = False, out: str | Path = "studies") -> StudyPlan:
-    """Resolve every cell's config and status (nothing is trained)."""
+    """Resolve every cell's config and status (nothing is trained; the phantom form's data is written once)."""
     spec, base = load_study(ref)
-    folder = Path(out) / (f"{spec.name}-phantom" if phantom else spec.name)
+    folder = study_folder(spec, phantom, out)
     cells = spec.grid()
     baseline = spec.baseline_cell()
     extra: list[str] = []
@@ -87,7 +115,17 @@ def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | 
         if not cfg.data.root:
             raise CxrlabError(f"study {spec.name}: no data root; pass --root DATA (or --phantom)")
         planned.append(PlannedCell(cell.name, cfg, cell_status(RunFolder(folder / "runs" / cell.name), cfg)))
-    return StudyPlan(spec, folder, planned, baseline, phantom)
+    return StudyPlan(spec, folder, planned, baseline, phantom, list(overrides or []), root, str(ref))
+
+
+def write_plan(plan: StudyPlan) -> Path:
+    """Write ``preset.yaml`` and ``study.yaml`` (what runs, after every override) to the study folder."""
+    from cxrlab.studies.resolved import write_study_files
+    from cxrlab.studies.spec import study_path
+
+    cells = {c.name: c.cfg.model_dump(mode="json") for c in plan.cells}
+    return write_study_files(plan.folder, plan.spec, study_path(plan.source), cells, plan.overrides, plan.root,
+                             plan.phantom, plan.baseline)
 
 
 def _phantom_data(spec: StudySpec, folder: Path) -> list[str]:
@@ -123,9 +161,17 @@ def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | N
     ``launcher="local"`` runs one cell per visible GPU at a time, each in its own process
     (``launcher_options["devices"]`` names them; a single device or none: in this process, in
     order); ``slurm`` / ``submitit-local`` submit a submitit job array (``launcher_options`` are
-    submitit parameters).
+    submitit parameters).  The study folder is locked (:class:`~cxrlab.locks.FolderLock`) from before
+    the first write to the end of the report: a second ``study run`` of it is refused in one line.
     """
+    with FolderLock(study_folder(load_study(ref)[0], phantom, out), what="study"):
+        return _run_study(ref, root, overrides, phantom, out, launcher, launcher_options)
+
+
+def _run_study(ref: str | Path, root: str | None, overrides: list[str] | None, phantom: bool, out: str | Path,
+               launcher: str, launcher_options: dict[str, Any] | None) -> Path:
     plan = plan_study(ref, root, overrides, phantom, out)
+    write_plan(plan)
     todo = [c for c in plan.cells if c.status != "done"]
     say(f"study {plan.spec.name}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, "
         f"{len(todo)} to run ({', '.join(f'{c.name} ({c.status})' for c in todo) or 'none'})")
@@ -203,7 +249,8 @@ def _fill_devices(queue: list[PlannedCell], running: dict, failed: list[str], de
             log = open(logs / f"{cell.name}.log", "w")  # noqa: SIM115  (closed when the process ends)
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": device, "CXRLAB_QUIET": "1"}
             proc = subprocess.Popen([sys.executable, "-m", "cxrlab.workflows.study_cell", str(cfg_file),
-                                     cell.status], stdout=log, stderr=subprocess.STDOUT, env=env)
+                                     cell.status], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=set_parent_death_signal)  # a killed study takes its cells along
             running[slot] = (cell, proc, log)
         time.sleep(0.5)
         for slot, (cell, proc, log) in list(running.items()):

@@ -1,7 +1,12 @@
 """``cxrlab study report``: one table, tests and plots over a study's cells, published numbers beside ours.
 
-Computes (from the cells' run folders only): per-cell AUC / accuracy with CIs
-(binary cells: accuracy and confusion at the validation-chosen threshold),
+Computes (from the cells' run folders only): what ran (each cell's model, size,
+weights, epochs, images and patients per split, data root, patients shared
+between splits; the command line from ``study.yaml``), per-cell AUC / accuracy
+with CIs at the report's B resamples (a cell evaluated with another B is
+re-evaluated from its predictions; its own ``evaluation.json`` is left as it is;
+binary cells: accuracy and confusion at the validation-chosen threshold),
+ROC points per cell,
 DeLong per label of each cell against the baseline (Holm-adjusted), the
 paired macro-AUC bootstrap and McNemar's test of accuracy (binary and
 multi-class cells), the study's extra comparisons, localisation per
@@ -15,24 +20,78 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.compare import compare_decisions, compare_tables
+from cxrlab.evaluate.evaluate import evaluate_tables, split_prediction_table
+from cxrlab.evaluate.metrics import roc_points
 from cxrlab.evaluate.operating import confusion_matrix
+from cxrlab.locks import FolderLock
 from cxrlab.report.study import render_study
 from cxrlab.run import RunFolder
-from cxrlab.runio import atomic_write_json, atomic_write_text
+from cxrlab.runio import atomic_write_json
+from cxrlab.studies.resolved import folder_spec, read_resolved
 from cxrlab.studies.spec import StudySpec, load_study
 from cxrlab.workflows.ensemble import ensemble_runs
 from cxrlab.workflows.evaluate import evaluate_run
+from cxrlab.workflows.study import run_finished, write_plan
+
+SPLITS = ("train", "val", "test")
 
 
-def _cell_row(run: RunFolder) -> dict[str, Any]:
-    rec = run.read_model_record()
+def _evaluation(run: RunFolder, n_boot: int) -> dict[str, Any]:
+    """The cell's evaluation with ``n_boot`` resamples: its own when it used that B, else recomputed."""
     ev = run.read_json(run.evaluation_file) or {}
+    if ev.get("n_boot") == n_boot:
+        return ev
+    rec = run.read_model_record()
+    val = run.read_predictions("val") if run.has_predictions("val") else None
+    seed = run.read_config().seed if run.config_file.is_file() else 0
+    return evaluate_tables(run.read_predictions("test"), rec.labels, rec.task, val, n_boot=n_boot, seed=seed)
+
+
+def _setup(run: RunFolder, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """What the cell ran: model, size, weights, epochs, images and patients per split, data, leakage."""
+    if not run.config_file.is_file():  # a prediction-only cell (ensemble): its members say what ran
+        return None
+    cfg = run.read_config()
+    data = summary.get("data") or {}
+    splits = data.get("splits") or {}
+    return {"model": cfg.model.name, "options": cfg.model.options, "dropout": cfg.model.dropout,
+            "image_size": cfg.data.image_size, "pretrained": cfg.model.pretrained,
+            "epochs_run": summary.get("epochs_run"), "epochs_cap": cfg.train.epochs,
+            "best_epoch": summary.get("best_epoch"), "lr": cfg.train.lr, "loss": cfg.train.loss,
+            "source": cfg.data.source, "root": cfg.data.root,
+            "splits": {s: {"images": splits[s].get("images"), "patients": splits[s].get("patients")}
+                       for s in SPLITS if s in splits},
+            "split_method": data.get("split_method"), "patient_overlap": data.get("patient_overlap"),
+            "overlap_examples": data.get("overlap_examples") or {}}
+
+
+def _roc(run: RunFolder, labels: list[str]) -> dict[str, dict[str, list[float]]]:
+    """ROC points per label of the cell's test predictions (labels with both classes only)."""
+    y, p, _ = split_prediction_table(run.read_predictions("test"), labels)
+    out = {}
+    for j, lab in enumerate(labels):
+        keep = ~np.isnan(y[:, j])
+        if len(np.unique(y[keep, j])) == 2:
+            fpr, tpr = roc_points(y[:, j], p[:, j])
+            out[lab] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    return out
+
+
+def _cell_row(run: RunFolder, n_boot: int) -> dict[str, Any]:
+    rec = run.read_model_record()
+    ev = _evaluation(run, n_boot)
     summary = run.read_json(run.summary_file) or {}
     row: dict[str, Any] = {"task": rec.task, "labels": rec.labels, "n": ev.get("n"),
+                           "n_boot": ev.get("n_boot"), "resampling": ev.get("resampling"),
                            "epochs_run": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
-                           "history": run.read_metrics(), "localization": summary.get("localization")}
+                           "history": run.read_metrics(), "localization": summary.get("localization"),
+                           "setup": _setup(run, summary)}
+    if rec.task != "multiclass":
+        row["roc"] = _roc(run, rec.labels)
     if rec.task == "multiclass":
         row["accuracy"] = ev.get("accuracy")
         row["macro_auc"] = ev.get("macro_auc")
@@ -104,26 +163,36 @@ def study_report(folder: str | Path, plan: Any = None, ref: str | Path | None = 
         folder: ``studies/<name>``.
         plan: the :class:`~cxrlab.workflows.study.StudyPlan` (after ``study run``); else the spec is read
             from ``folder/study.yaml`` or ``ref``.
-        n_boot: bootstrap resamples of the paired tests and post-step CIs (default: the study's ``n_boot``).
+        n_boot: bootstrap resamples B of every CI and test on the page (default: the study's ``n_boot``);
+            a cell evaluated with another B is re-evaluated from its predictions.
+
+    The study folder is locked while the report is written (re-entrant under ``study run``).
     """
-    folder = Path(folder)
+    with FolderLock(folder, what="study"):
+        return _study_report(Path(folder), plan, ref, n_boot)
+
+
+def _study_report(folder: Path, plan: Any, ref: str | Path | None, n_boot: int | None) -> Path:
     if plan is not None:
         spec, baseline = plan.spec, plan.baseline
         names = [c.name for c in plan.cells]
-        atomic_write_text(folder / "study.yaml", spec.model_dump_json(indent=1))
+        write_plan(plan)
         phantom = plan.phantom
     else:
-        spec, _ = load_study(ref or folder / "study.yaml")
+        spec = load_study(ref)[0] if ref else folder_spec(folder)
         phantom = (folder / "data.json").is_file()  # the phantom form writes its dataset's marker there
-        names = [c.name for c in spec.grid() if (folder / "runs" / c.name / "summary.json").is_file()]
+        names = [c.name for c in spec.grid() if run_finished(RunFolder(folder / "runs" / c.name))]
         wanted = (spec.phantom.baseline if phantom and spec.phantom else None) or spec.baseline_cell()
         baseline = wanted if wanted in names else (names[0] if names else "")
-    finished = [n for n in names if RunFolder(folder / "runs" / n).summary_file.is_file()]
+    finished = [n for n in names if run_finished(RunFolder(folder / "runs" / n))]
     if not finished:
         raise CxrlabError(f"{folder}: no finished cell to report (run cxrlab study run first)")
+    if n_boot is not None and n_boot < 10:
+        raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
     n_boot = n_boot or spec.n_boot
     extra = _post_steps(spec, folder, finished, n_boot)
-    rows = {n: _cell_row(RunFolder(folder / "runs" / n)) for n in [*finished, *extra]}
+    rows = {n: _cell_row(RunFolder(folder / "runs" / n), n_boot) for n in [*finished, *extra]}
+    resolved = read_resolved(folder) or {}
     comparisons = [{"a": n, "b": baseline, **_compare(folder, n, baseline, n_boot)}
                    for n in finished if n != baseline and baseline in finished]
     for a, b in spec.comparisons:
@@ -133,6 +202,10 @@ def study_report(folder: str | Path, plan: Any = None, ref: str | Path | None = 
             "axes": spec.axes, "cells": rows, "comparisons": comparisons, "published": spec.published,
             "published_source": spec.published_source, "phantom": phantom,
             "missing": [n for n in names if n not in finished],
-            "overrides": {c.name: c.overrides for c in spec.grid() if c.name in rows}}
+            "overrides": {c.name: c.overrides for c in spec.grid() if c.name in rows},
+            "command_line": resolved.get("command_line"), "root": resolved.get("root"), "n_boot": n_boot}
+    curves = {n: r.pop("roc", None) for n, r in rows.items()}  # drawn, not stored: thousands of points a label
     atomic_write_json(folder / "study.json", data)
+    for n, r in rows.items():
+        r["roc"] = curves[n]
     return render_study(folder, data)

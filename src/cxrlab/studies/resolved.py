@@ -1,0 +1,89 @@
+"""What a study ran, written to its folder before the first cell trains.
+
+A preset describes the paper's setting (224 px, hub weights, 20 epochs); a
+study run changes it through its phantom form and the command line.  So the
+study folder keeps both, apart:
+
+- ``preset.yaml``: the study file as given, verbatim (comments kept); ``study
+  report`` reads the spec from it;
+- ``study.yaml``: what runs: the command line verbatim, the data root, and
+  every cell's resolved config as dotted keys (``common``: the same in every
+  cell; ``cells``: what differs), so a reader sees ``data.image_size: 32``
+  where 32 px ran, not the preset's 224.
+
+Each cell's full config is also in ``runs/<cell>/config.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cxrlab.errors import ConfigError
+from cxrlab.runio import atomic_write_text
+from cxrlab.studies.spec import StudySpec, read_spec
+
+PRESET_FILE = "preset.yaml"
+RESOLVED_FILE = "study.yaml"
+
+_HEADER = ("# cxrlab study: what ran.  Every cell's resolved config (the study file, then its phantom form, then\n"
+           "# the command line), as dotted keys: `common` holds what every cell shares, `cells` what differs.\n"
+           "# The study file as given: preset.yaml.  A cell's full config: runs/<cell>/config.yaml.\n")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"image_size": 32}}`` -> ``{"data.image_size": 32}`` (lists stay values; ``{}`` stays too)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def write_study_files(folder: Path, spec: StudySpec, source: Path, cells: dict[str, dict[str, Any]],
+                      command_line: list[str], root: str | None, phantom: bool, baseline: str) -> Path:
+    """Write ``preset.yaml`` (the study file, verbatim) and ``study.yaml`` (what runs); return the latter.
+
+    Args:
+        source: the study file the spec came from (a preset's file in the package, or the user's).
+        cells: cell name -> its resolved config (``ExperimentConfig.model_dump(mode="json")``).
+        command_line: the ``key=value`` overrides as typed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / PRESET_FILE, Path(source).read_text(encoding="utf-8"))
+    flat = {name: flatten(tree) for name, tree in cells.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    first = next(iter(flat.values()), {})
+    common = {k: first[k] for k in keys if all(k in f and f[k] == first[k] for f in flat.values())}
+    doc = {"study": spec.name, "title": spec.title, "source": str(source), "phantom": phantom, "root": root,
+           "command_line": list(command_line), "baseline": baseline, "common": common,
+           "cells": {name: {k: v for k, v in f.items() if k not in common} for name, f in flat.items()}}
+    text = _HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True, width=110)
+    return atomic_write_text(folder / RESOLVED_FILE, text)
+
+
+def read_resolved(folder: Path) -> dict[str, Any] | None:
+    """``study.yaml`` as written by :func:`write_study_files` (None for a folder from an older cxrlab)."""
+    path = Path(folder) / RESOLVED_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    return doc if isinstance(doc, dict) and "command_line" in doc else None
+
+
+def folder_spec(folder: Path) -> StudySpec:
+    """The spec a study folder ran: ``preset.yaml``, or the older ``study.yaml`` that held the spec."""
+    folder = Path(folder)
+    for name in (PRESET_FILE, RESOLVED_FILE):
+        path = folder / name
+        if path.is_file() and (name == PRESET_FILE or read_resolved(folder) is None):
+            return read_spec(path)
+    raise ConfigError(f"{folder}: no {PRESET_FILE} (not a study folder? pass the study file or run cxrlab study run)")
