@@ -1,3 +1,3 @@
 """cxrlab: chest X-ray classification research toolkit."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

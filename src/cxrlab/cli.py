@@ -2,7 +2,8 @@
 
 Heavy imports (torch, timm, matplotlib) happen inside the commands so that
 ``cxrlab --help`` is instant.  A :class:`~cxrlab.errors.CxrlabError` becomes
-one line on stderr and exit status 2.
+one line on stderr and exit status 2.  The commands spell no run-folder file name:
+they print what the workflow wrote (:func:`cxrlab.workflows.outputs.outputs`).
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ def demo(
 ) -> None:
     """Phantom -> train -> evaluate -> explain -> report, on a CPU in minutes."""
     from cxrlab.workflows.demo import run_demo
+    from cxrlab.workflows.outputs import outputs
 
-    summary = run_demo(out, n=n, size=size, seed=seed, overrides=overrides or [])
+    with outputs() as written:
+        summary = run_demo(out, n=n, size=size, seed=seed, overrides=overrides or [])
     show.run_summary(summary)
     console.print(f"wall time {summary['wall_seconds']:.0f} s")
-    _wrote([out / "phantom", Path(summary["report"]).parent, out / "summary.json"])
+    _wrote(written.shown())
     console.print(f"report:  [bold]{summary['report']}[/bold]")
 
 
@@ -121,6 +124,7 @@ def train(
 
     from cxrlab.config import load_config
     from cxrlab.locks import FolderLock
+    from cxrlab.workflows.outputs import outputs
 
     if config is None:
         raise CxrlabError("train needs --config RECIPE (e.g. recipes/phantom_simple_cnn.yaml); "
@@ -134,14 +138,13 @@ def train(
 
         console.print(f"training {cfg.model.name} on {cfg.data.source} at {cfg.data.root or '(data.root unset)'}, "
                       f"{cfg.data.image_size} px, {cfg.train.epochs} epochs -> {Path(cfg.runs_dir) / cfg.name}")
-        summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
+        with outputs() as written:
+            summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
     if not summary:  # a torchrun worker other than rank 0
         return
     show.run_summary(summary)
-    folder = Path(cfg.runs_dir) / cfg.name
-    _wrote([folder / f for f in ("config.yaml", "split.json", "metrics.jsonl", "checkpoints", "model.json",
-                                 "predictions.csv", "evaluation.json", "summary.json", "figures", "report.html")])
-    console.print(f"run folder: [bold]{folder}[/bold]")
+    _wrote(written.shown())
+    console.print(f"run folder: [bold]{Path(cfg.runs_dir) / cfg.name}[/bold]")
 
 
 @app.command()
@@ -152,21 +155,16 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
 ) -> None:
     """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity (binary: PPV, NPV, confusion)."""
-    from cxrlab.run import RunFolder
-    from cxrlab.runio import atomic_write_json
     from cxrlab.workflows import evaluate_run
+    from cxrlab.workflows.common import run_record
+    from cxrlab.workflows.outputs import outputs, save_json
 
-    ev = evaluate_run(run, n_boot=n_boot, seed=seed)
-    folder = RunFolder(run)
-    task = folder.read_model_record().task
-    show.evaluation(run, ev, task)
-    thresholds = task != "multiclass" and folder.has_predictions("val")  # re-chosen on validation
-    written = [folder.evaluation_file, *([folder.model_json] if thresholds else []), folder.figures]
-    if folder.report_file.is_file():
-        written.append(folder.report_file)
-    if json_out:
-        written.append(atomic_write_json(json_out, ev))
-    _wrote(written)
+    with outputs() as written:  # evaluation, re-chosen thresholds (where validation allows), figures, report
+        ev = evaluate_run(run, n_boot=n_boot, seed=seed)
+        if json_out:
+            save_json(json_out, ev)
+    show.evaluation(run, ev, run_record(run).task)
+    _wrote(written.shown())
 
 
 @app.command()
@@ -178,19 +176,20 @@ def compare(
 ) -> None:
     """DeLong test per label (Holm-adjusted), paired bootstrap of the macro-AUC difference; an HTML page
     with overlaid ROC curves and a forest plot of the differences."""
-    from cxrlab.runio import atomic_write_json
     from cxrlab.workflows import compare_runs
     from cxrlab.workflows.evaluate import compare_page
+    from cxrlab.workflows.outputs import outputs, save_json
 
     if len(runs) < 2:
         raise CxrlabError("compare needs at least two run folders")
     results = [compare_runs(runs[0], other, n_boot=n_boot) for other in runs[1:]]
     for r in results:
         show.comparison(r)
-    written = [compare_page(runs[0], runs[1:], results, out)]
-    if json_out:
-        written.append(atomic_write_json(json_out, results if len(results) > 1 else results[0]))
-    _wrote(written)
+    with outputs() as written:
+        compare_page(runs[0], runs[1:], results, out)
+        if json_out:
+            save_json(json_out, results if len(results) > 1 else results[0])
+    _wrote(written.shown())
 
 
 @app.command()
@@ -204,11 +203,12 @@ def explain(
 ) -> None:
     """Attribution overlays for any images, per label (multi-label) or for the predicted class."""
     from cxrlab.workflows import explain_images
+    from cxrlab.workflows.outputs import outputs
 
     labs = [x.strip() for x in labels.split(",")] if labels else None
-    _wrote(explain_images(run, images, out, method=method, labels=labs, top=top))
-    if out is None and (run / "report.html").is_file():
-        _wrote([run / "report.html"])  # the report shows RUN/explain
+    with outputs() as written:  # the overlays, and the report where it shows RUN/explain
+        explain_images(run, images, out, method=method, labels=labs, top=top)
+    _wrote(written.shown())
 
 
 @app.command()
@@ -223,19 +223,16 @@ def localize(
 ) -> None:
     """CAM -> boxes -> IoU against true boxes: per-class precision and accuracy vs random boxes."""
     from cxrlab.explain.localize import matching_sentence
-    from cxrlab.run import RunFolder
-    from cxrlab.runio import atomic_write_json
     from cxrlab.workflows import localize_run
-    from cxrlab.workflows.localize import localization_key
+    from cxrlab.workflows.outputs import outputs, save_json
 
-    s = localize_run(run, boxes, method=method, threshold=threshold, min_iou=iou, max_cases=max_images)
+    with outputs() as written:
+        s = localize_run(run, boxes, method=method, threshold=threshold, min_iou=iou, max_cases=max_images)
+        if json_out:
+            save_json(json_out, s)
     show.localization(run, s, method, iou)
     console.print(matching_sentence(s["matching"], str(boxes) if boxes else "the dataset's boxes"), highlight=False)
-    folder, key = RunFolder(run), localization_key(method, boxes)
-    written = [folder.localization_file(key), *sorted(folder.figures.glob(f"*_{key}.png")), folder.report_file]
-    if json_out:
-        written.append(atomic_write_json(json_out, s))
-    _wrote(written)
+    _wrote(written.shown())
 
 
 @app.command()
@@ -246,17 +243,15 @@ def uncertainty(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary here.")] = None,
 ) -> None:
     """Monte-Carlo dropout: mean/std per label, uncertain flags, AUC on confident vs uncertain."""
-    from cxrlab.run import RunFolder
-    from cxrlab.runio import atomic_write_json
     from cxrlab.workflows import uncertainty_run
+    from cxrlab.workflows.outputs import outputs, save_json
 
-    s = uncertainty_run(run, passes, threshold)
+    with outputs() as written:
+        s = uncertainty_run(run, passes, threshold)
+        if json_out:
+            save_json(json_out, s)
     show.uncertainty(run, s, passes, threshold)
-    folder = RunFolder(run)
-    written = [folder.uncertainty_file, folder.figures / "mc_dropout_std.png", folder.report_file]
-    if json_out:
-        written.append(atomic_write_json(json_out, s))
-    _wrote(written)
+    _wrote(written.shown())
 
 
 @app.command()
@@ -268,9 +263,11 @@ def ensemble(
 ) -> None:
     """Average (or max) several runs' predictions, optionally fused per study."""
     from cxrlab.workflows import ensemble_runs
+    from cxrlab.workflows.outputs import outputs
 
-    path = ensemble_runs(runs, out, how=how, by=by)
-    _wrote([p for p in (path / "model.json", path / "predictions.csv", path / "predictions_val.csv") if p.is_file()])
+    with outputs() as written:
+        path = ensemble_runs(runs, out, how=how, by=by)
+    _wrote(written.shown())
     console.print(f"next: cxrlab evaluate {path}")
 
 
@@ -313,11 +310,11 @@ def predict(
     show: Annotated[int, typer.Option(help="Print at most this many rows.")] = 30,
 ) -> None:
     """Probabilities per label, the predicted labels (at the thresholds chosen on validation), OOD score."""
-    from cxrlab.run import PROB_PREFIX
-    from cxrlab.workflows.predict import predict_images, save_predictions
+    from cxrlab.workflows.predict import label_columns, ood_note, predict_images, save_predictions
 
     table = predict_images(run, images, engine=engine, tta=tta)
-    labels = [c.removeprefix(PROB_PREFIX) for c in table.columns if c.startswith(PROB_PREFIX)]
+    columns = label_columns(table)
+    labels = list(columns)
     wide = len(labels) <= 6  # a column per label; more labels: the three most probable in one column
     t = Table(title=f"{run} ({engine})")
     t.add_column("image")
@@ -330,7 +327,7 @@ def predict(
     if has_ood:
         t.add_column("OOD score", justify="right")
     for _, row in table.head(show).iterrows():
-        p = {lab: float(row[PROB_PREFIX + lab]) for lab in labels}
+        p = {lab: float(row[col]) for lab, col in columns.items()}
         probs = ([f"{p[lab]:.3f}" for lab in labels] if wide else
                  [", ".join(f"{lab} {v:.3f}" for lab, v in sorted(p.items(), key=lambda kv: -kv[1])[:3])])
         ood = [f"{row['ood_score']:.1f}" + (" [yellow]unusual[/yellow]" if row["ood_flag"] else "")] if has_ood else []
@@ -339,11 +336,7 @@ def predict(
     if len(table) > show:
         console.print(f"... and {len(table) - show} more rows")
     if has_ood:
-        from cxrlab.evaluate.ood import reliability_note
-        from cxrlab.run import RunFolder
-        from cxrlab.workflows.ood import read_ood
-
-        note = reliability_note(read_ood(RunFolder(run)))
+        note = ood_note(run)
         if note:
             console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     _wrote([save_predictions(table, p) for p in (csv, out) if p])
@@ -353,8 +346,11 @@ def predict(
 def card(run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)]) -> None:
     """Write RUN/card.md and RUN/metadata.json (fits RUN/ood.json first for runs trained without it)."""
     from cxrlab.workflows.card import write_card
+    from cxrlab.workflows.outputs import outputs
 
-    _wrote(write_card(run))
+    with outputs() as written:
+        write_card(run)
+    _wrote(written.shown())
 
 
 @app.command()
@@ -374,9 +370,8 @@ def serve(
     from cxrlab.serve.app import serve_run
     from cxrlab.serve.limits import Limits
 
-    limits = Limits(max_files=max_files, max_file_bytes=max_file_mb * 2**20,
-                    max_body_bytes=max(64, 2 * max_file_mb) * 2**20, max_pending=max_pending,
-                    max_per_client=max_per_client, body_timeout=body_timeout)
+    limits = Limits(max_files=max_files, max_file_bytes=max_file_mb * 2**20, max_pending=max_pending,
+                    max_per_client=max_per_client, body_timeout=body_timeout)  # the body limit follows the file's
     serve_run(run, host, port, engine, token, limits,
               announce=lambda url: console.print(f"serving {run} at [bold]{url}[/bold] (API docs {url}docs); "
                                                  "Ctrl+C stops"))
@@ -407,9 +402,9 @@ def report(run: Annotated[Path, typer.Argument(help="Run folder.", callback=_run
 @app.command()
 def version() -> None:
     """Print the versions cxrlab runs with."""
-    from cxrlab.run import environment
+    from cxrlab.workflows.facts import versions
 
-    for k, v in environment().items():
+    for k, v in versions().items():
         console.print(f"{k}: {v}")
 
 

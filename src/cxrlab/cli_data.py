@@ -52,7 +52,7 @@ def data_summary(source: Annotated[str | None, typer.Option("--source", "-s", he
     """Images, patients, positives and prevalence per split, and patient overlap (like Wollek et al. 2023,
     Table 1); of a dataset (--source, --root) or of a run's own split (--run)."""
     from cxrlab.data.summary import summarize
-    from cxrlab.runio import atomic_write_json
+    from cxrlab.workflows.outputs import save_json
 
     if run is not None:
         from cxrlab.workflows.facts import run_split_summary
@@ -93,8 +93,7 @@ def data_summary(source: Annotated[str | None, typer.Option("--source", "-s", he
             if ids:
                 console.print(f"  {k}, e.g. {', '.join(ids)}", highlight=False)
     if json_out:
-        atomic_write_json(json_out, s)
-        console.print(f"wrote {json_out}")
+        console.print(f"wrote {save_json(json_out, s)}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("check")

@@ -27,7 +27,7 @@ def study_run(
     slurm: Annotated[list[str] | None, typer.Option(help="submitit parameter key=value, e.g. "
                                                           "slurm_partition=gpu, gpus_per_node=1 (repeatable).")] = None,
 ) -> None:
-    """Train every cell not yet done (a killed study resumes), then write the study report."""
+    """Train every cell not yet done (a killed study resumes), make the post steps' cells, write the report."""
     from cxrlab.config import parse_overrides
     from cxrlab.workflows.study import run_study
 
@@ -35,7 +35,7 @@ def study_run(
     if devices is not None:
         params["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
     report = run_study(study, str(root) if root else None, overrides or [], phantom, out, launcher, params)
-    console.print(f"wrote {report}\nwrote {report.with_suffix('.md')}\nwrote {report.parent / 'study.json'}")
+    _wrote(report)
 
 
 @study_app.command("report")
@@ -45,11 +45,16 @@ def study_report_cmd(
                                                      "(default: the study's n_boot, 1000); cells evaluated "
                                                      "with another B are re-evaluated.")] = None,
 ) -> None:
-    """Re-write the study report from the finished cells' run folders."""
+    """Re-write the study report from the finished cells' run folders (it changes nothing under runs/)."""
     from cxrlab.workflows.study_report import study_report
 
-    report = study_report(folder, n_boot=n_boot)
-    console.print(f"wrote {report}\nwrote {report.with_suffix('.md')}\nwrote {report.parent / 'study.json'}")
+    _wrote(study_report(folder, n_boot=n_boot))
+
+
+def _wrote(report: Path) -> None:
+    from cxrlab.studies.folder import StudyFolder
+
+    console.print("\n".join(f"wrote {p}" for p in StudyFolder(report.parent).report_files()))
 
 
 @study_app.command("presets")

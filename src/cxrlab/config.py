@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cxrlab.errors import ConfigError
 
@@ -60,6 +60,22 @@ class DataConfig(_Strict):
     """Contrast Limited Adaptive Histogram Equalisation at cache time (Witon, Friedrich & Lobmayr)."""
     clahe_clip: float = Field(2.0, gt=0)
     clahe_tiles: int = Field(8, ge=1)
+    normalize: str | tuple[float | list[float], float | list[float]] = "default"
+    """The network input ``(x / 255 - mean) / std``: ``default`` (grey ImageNet 0.449/0.226 on every
+    channel), ``imagenet`` (the same for 1 channel, ImageNet's RGB triple for 3-channel models), or
+    ``[mean, std]`` (each one number, or one per input channel).  Stored in model.json's preprocessing
+    record; training, predict, ONNX and the server all normalise with it."""
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_spelling(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in ("default", "imagenet"):
+            raise ValueError(f"must be default, imagenet or [mean, std], got {v!r}")
+        if isinstance(v, list | tuple):
+            flat = [x for e in v for x in (e if isinstance(e, list | tuple) else [e])]
+            if len(v) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in flat):
+                raise ValueError(f"expected [mean, std] (numbers, or a list per channel), got {list(v)}")
+        return v
     max_pixels: int = Field(100_000_000, ge=1024)
     """Refuse images whose header claims more pixels (corrupt files, decompression bombs)."""
     bad_images: Literal["error", "skip"] = "error"
@@ -88,7 +104,8 @@ class ModelConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _legacy_options(cls, v: Any) -> Any:
-        """Configs before 0.2 spelled model options as ``model.width`` etc.; they move into options."""
+        """Early configs (before the 0.1.0 release) spelled model options as ``model.width`` etc.; they move
+        into options."""
         if isinstance(v, dict) and any(k in v for k in _LEGACY_MODEL_KEYS):
             v = dict(v)
             opts = dict(v.get("options") or {})
@@ -198,6 +215,19 @@ class ExperimentConfig(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     explain: ExplainConfig = ExplainConfig()
 
+    @model_validator(mode="after")
+    def _normalize_fits_channels(self) -> ExperimentConfig:
+        """Per-channel ``data.normalize`` values must match ``model.in_chans`` (checked here: both are known)."""
+        norm = self.data.normalize
+        for what, v in zip(("mean", "std"), norm if not isinstance(norm, str) else (), strict=False):
+            values = v if isinstance(v, list) else [v]
+            if len(values) not in (1, self.model.in_chans):
+                raise ValueError(f"data.normalize: {len(values)} {what} values for model.in_chans="
+                                 f"{self.model.in_chans}; give one number, or one per channel")
+            if what == "std" and min(values) <= 0:
+                raise ValueError(f"data.normalize: std must be > 0, got {v}")
+        return self
+
 
 def _format_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
@@ -205,9 +235,13 @@ def _format_error(err: ValidationError, origin: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    if first["type"] == "value_error":  # our own validators' text, without pydantic's "Value error, "
+        msg = str(first.get("ctx", {}).get("error", msg))
+        if key == "<root>":  # a check across sections names its keys itself
+            return f"{origin}: {msg}"
     got = first.get("input")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    shown = "" if first["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+    shown = "" if first["type"] in ("extra_forbidden", "value_error") or isinstance(got, dict) else f" (got {got!r})"
     return f"{origin}: {key}: {msg}{shown}{more}"
 
 

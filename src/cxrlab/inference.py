@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cxrlab.data.preprocess import Preprocess
-from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD, to_float
+from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD, Norm, to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.models.registry import logits_and_penultimate, penultimate
 from cxrlab.models.task import activation
@@ -44,8 +44,9 @@ class Predictor:
     forward: Forward
     task: str
     in_chans: int = 1
-    mean: float = GRAY_MEAN
-    std: float = GRAY_STD
+    mean: Norm = GRAY_MEAN
+    std: Norm = GRAY_STD
+    """The preprocessing record's normalisation (one value, or one per channel); for_model takes it from ``pre``."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 64
     model: nn.Module | None = None

@@ -50,6 +50,12 @@ from cxrlab.runio import (
     atomic_write_json,
     atomic_write_text,
 )
+from cxrlab.tables import (  # noqa: F401  (the predictions schema, re-exported)
+    PROB_PREFIX,
+    prediction_table,
+    prob_column,
+    prob_columns,
+)
 
 
 def git_commit() -> str:
@@ -71,29 +77,19 @@ def environment() -> dict[str, str]:
             "git_commit": git_commit()}
 
 
-#: Column prefix of a probability in prediction tables (``prob_<label>``).
-PROB_PREFIX = "prob_"
+#: Format of ``model.json`` written now (see :class:`ModelRecord`; not the package version).
+MODEL_FORMAT_VERSION = 2
 
 
-def prob_column(label: str) -> str:
-    return f"{PROB_PREFIX}{label}"
-
-
-def prob_columns(labels: list[str]) -> list[str]:
-    return [prob_column(lab) for lab in labels]
-
-
-def prediction_table(frame: pd.DataFrame, y: Any, probs: Any, labels: list[str]) -> pd.DataFrame:
-    """The predictions schema: image, patient (study, view), true label columns, ``prob_<label>`` columns."""
-    out = pd.DataFrame({"image": frame["image"].to_numpy(), "patient": frame["patient"].to_numpy()})
-    for extra in ("study", "view"):
-        if extra in frame.columns:
-            out[extra] = frame[extra].to_numpy()
-    for i, lab in enumerate(labels):
-        out[lab] = y[:, i]
-    for i, lab in enumerate(labels):
-        out[prob_column(lab)] = probs[:, i]
-    return out
+def model_format_version(info: dict[str, Any], origin: str = "model.json") -> int:
+    """The format of a raw ``model.json``: its ``format_version``; without one, 1 (cxrlab 0.1.0) when it has
+    an ``options`` block, else 0 (early development records)."""
+    if "format_version" in info:
+        try:
+            return int(info["format_version"])
+        except (TypeError, ValueError):
+            raise CxrlabError(f"{origin}: format_version must be a number, got {info['format_version']!r}") from None
+    return 1 if "options" in info else 0
 
 
 #: ``threshold_rule`` of a model record until training has chosen the thresholds on validation.
@@ -102,7 +98,17 @@ UNFINISHED_RULE = "fixed 0.5 (training has not finished)"
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """``model.json``: all that is needed to rebuild and run a trained model, without its config."""
+    """``model.json``: all that is needed to rebuild and run a trained model, without its config.
+
+    The file carries its own ``format_version`` (:data:`MODEL_FORMAT_VERSION`), independent of the
+    package version; :meth:`from_dict` is the one place that reads older formats:
+
+    - 0: early development records: model options at the top level (``width``...), no ``options``
+      block, a fusion ``dropout`` of 0.0 meaning "the default", sometimes no preprocessing record;
+    - 1: cxrlab 0.1.0 (no ``format_version`` key): ``options`` and the preprocessing record with
+      one ``mean``/``std`` number each;
+    - 2: ``format_version`` written; ``mean``/``std`` may be one value per channel (``data.normalize``).
+    """
 
     name: str
     labels: list[str]
@@ -115,6 +121,9 @@ class ModelRecord:
     threshold_rule: str = "fixed 0.5"
     extra: dict[str, Any] = field(default_factory=dict)
     """Other keys of the file (ensembles: members, combine), kept when rewritten."""
+    format_version: int = field(default=MODEL_FORMAT_VERSION, compare=False)
+    """The format of the file this record was read from (the current one for a new record);
+    :meth:`to_dict` always writes the current format."""
 
     @classmethod
     def new(cls, cfg: ExperimentConfig, labels: list[str], pre: Preprocess) -> ModelRecord:
@@ -126,7 +135,7 @@ class ModelRecord:
     def to_dict(self) -> dict[str, Any]:
         p = self.preprocess
         return {
-            **self.extra,
+            **self.extra, "format_version": MODEL_FORMAT_VERSION,
             "architecture": self.name, "num_classes": len(self.labels), "labels": self.labels,
             "task": self.task, "in_chans": self.in_chans, "dropout": self.dropout, "options": self.options,
             "input_size": p.size, "preprocess": p.to_record(),
@@ -136,22 +145,26 @@ class ModelRecord:
 
     @classmethod
     def from_dict(cls, info: dict[str, Any], origin: str = "model.json") -> ModelRecord:
-        known = {"architecture", "num_classes", "labels", "task", "in_chans", "dropout", "options", "input_size",
-                 "preprocess", "normalization", "thresholds", "threshold_rule", "width", "convs", "backbones"}
+        known = {"format_version", "architecture", "num_classes", "labels", "task", "in_chans", "dropout",
+                 "options", "input_size", "preprocess", "normalization", "thresholds", "threshold_rule", "width",
+                 "convs", "backbones"}
+        fmt = model_format_version(info, origin)
+        if fmt > MODEL_FORMAT_VERSION:
+            raise CxrlabError(f"{origin}: model record format {fmt} is newer than this cxrlab reads "
+                              f"(up to {MODEL_FORMAT_VERSION}); upgrade cxrlab")
         try:
             name = info["architecture"]
             options = dict(info.get("options") or {})
-            if "options" not in info:  # records before 0.2 listed the options at the top level
+            dropout = info.get("dropout")
+            if fmt == 0:  # options listed at the top level; a fusion dropout of 0.0 meant "the default" (0.5)
                 legacy = {"simple_cnn": ("width", "convs"), "fusion": ("backbones",)}.get(name, ())
                 options = {k: info[k] for k in legacy if k in info}
-            dropout = info.get("dropout")
-            if "options" not in info and name == "fusion" and not dropout:
-                dropout = None  # 0.0 meant "the default" (0.5) before 0.2
+                dropout = None if name == "fusion" and not dropout else dropout
             return cls(name=name, labels=list(info["labels"]), task=info["task"], in_chans=int(info["in_chans"]),
                        preprocess=preprocess_of_model_record(info, origin), dropout=dropout, options=options,
                        thresholds=dict(info.get("thresholds") or {}),
                        threshold_rule=info.get("threshold_rule", "fixed 0.5"),
-                       extra={k: v for k, v in info.items() if k not in known})
+                       extra={k: v for k, v in info.items() if k not in known}, format_version=fmt)
         except (KeyError, TypeError, ValueError) as e:
             raise CxrlabError(f"{origin}: broken model record ({type(e).__name__}: {e}); "
                               "re-create it by training again") from None
@@ -247,11 +260,26 @@ class RunFolder:
             raise ValueError(f"split must be test or val, got {split!r}")
         return self.path / ("predictions.csv" if split == "test" else "predictions_val.csv")
 
-    def localization_file(self, method: str) -> Path:
-        return self.path / f"localization_{method}.json"
+    def localization_file(self, key: str) -> Path:
+        """``localization_<key>.json``: one ``cxrlab localize`` result (key: the method, and the box file)."""
+        return self.path / f"localization_{key}.json"
 
     def localization_files(self) -> list[Path]:
         return sorted(self.path.glob("localization_*.json"))
+
+    def localization_results(self) -> dict[str, Path]:
+        """``{key: file}`` of every ``cxrlab localize`` result (the key as :meth:`localization_file` spelt it)."""
+        return {p.stem.removeprefix("localization_"): p for p in self.localization_files()}
+
+    #: Every figure a run draws, by what it shows (:meth:`figure` gives its file).
+    FIGURES = ("training_curves", "roc", "pr", "reliability", "confusion", "localization", "cam_overlays",
+               "mc_dropout_std")
+
+    def figure(self, name: str, key: str | None = None) -> Path:
+        """The file of figure ``name`` (one of :attr:`FIGURES`); ``key``: one localisation result's own."""
+        if name not in self.FIGURES:
+            raise ValueError(f"unknown figure {name!r}; one of {', '.join(self.FIGURES)}")
+        return self.figures / (f"{name}_{key}.png" if key else f"{name}.png")
 
     def weights_file(self, which: str = "best") -> Path:
         return self.checkpoints / f"{which}.safetensors"

@@ -1,5 +1,8 @@
 """Atomic file writes: a crash never leaves a half-written result behind.
 
+Every file written here is also reported to the :func:`recording` blocks around the call, so a
+command can list what a workflow wrote without knowing its file names.
+
 A full disk (or quota) while writing is a user's problem, not a bug: every writer here turns
 it into one :class:`~cxrlab.errors.CxrlabError` line, "no space left on device writing FILE
 (N MB free)", instead of an ``OSError`` without a file name, a safetensors I/O error, or
@@ -10,13 +13,14 @@ or by the free space left).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,30 @@ def no_space_error(path: str | Path) -> CxrlabError:
                        "command again")
 
 
+_SINKS: contextvars.ContextVar[tuple[list[Path], ...]] = contextvars.ContextVar("cxrlab_written", default=())
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Path]]:
+    """Collect every path this module writes inside the block: in order of first write, each once.
+
+    Blocks nest (an outer block sees what inner ones see).  Writes from other threads or processes
+    (worker pools) are not seen: a context variable is per thread.
+    """
+    sink: list[Path] = []
+    token = _SINKS.set((*_SINKS.get(), sink))
+    try:
+        yield sink
+    finally:
+        _SINKS.reset(token)
+
+
+def _report(path: Path) -> None:
+    for sink in _SINKS.get():
+        if path not in sink:
+            sink.append(path)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -84,6 +112,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; use the usual mode
         os.replace(tmp, path)
+        _report(path)
     except BaseException as e:
         full = isinstance(e, Exception) and is_no_space(e, path)  # measured before the tmp file goes
         if tmp is not None and os.path.exists(tmp):
@@ -162,3 +191,4 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
             raise
     finally:
         os.close(fd)
+    _report(Path(path))

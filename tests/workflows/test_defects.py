@@ -159,7 +159,7 @@ def test_older_model_json_still_loads_with_a_warning(tiny_phantom, tmp_path, cap
     run_experiment(tiny(tiny_phantom, tmp_path))
     run = RunFolder(tmp_path / "t")
     info = run.read_model_json()
-    old = {k: v for k, v in info.items() if k not in ("preprocess", "options")}
+    old = {k: v for k, v in info.items() if k not in ("format_version", "preprocess", "options")}  # format 0
     old.update({"width": 4, "convs": 1, "backbones": ["densenet121", "efficientnet_b3"]})
     run.model_json.write_text(json.dumps(old))
     img = sorted((tiny_phantom / "images").glob("*.png"))[:2]

@@ -80,13 +80,11 @@ def test_changed_cell_config_is_rerun_not_mixed(study_file, tmp_path):
     assert {c.status for c in plan.cells} == {"changed"}
     plan = plan_study(study_file, phantom=True, out=tmp_path)
     assert {c.status for c in plan.cells} == {"done"}
-    # a post step over several cells: their ensemble becomes a prediction-only cell of the report
-    from cxrlab.workflows.study_report import study_report
-
+    # a post step over several cells: `study run` makes their ensemble, a prediction-only cell of the report
     grouped = tmp_path / "grouped.yaml"
     grouped.write_text(yaml.safe_dump({**STUDY, "post": [{"ensemble": {"groups": {
         "both_sizes": ["image_size=32", "image_size=48"]}}}]}))
-    data = json.loads(study_report(plan.folder, ref=grouped).with_name("study.json").read_text())
+    data = json.loads(run_study(grouped, phantom=True, out=tmp_path).with_name("study.json").read_text())
     assert data["cells"]["both_sizes"]["macro_auc"]["auc"] > 0
     members = json.loads((plan.folder / "runs" / "both_sizes" / "model.json").read_text())["members"]
     assert [m.rsplit("/", 1)[-1] for m in members] == ["image_size=32", "image_size=48"]

@@ -52,8 +52,10 @@ def test_the_report_and_the_folder_say_what_ran(kermany):
     common = resolved["common"]
     assert (common["data.image_size"], common["train.epochs"], common["model.pretrained"]) == (32, 1, "none")
     assert resolved["cells"]["densenet121"]["model.name"] == "densenet121"
-    preset = (folder / "preset.yaml").read_text()  # the study file as given, kept apart
-    assert "image_size: 224" in preset and "pretrained: hub" in preset
+    preset = (folder / "preset.yaml").read_text()  # the study file as given, kept apart ...
+    assert "base: kermany_densenet121.yaml" in preset and resolved["base"].endswith("kermany_densenet121.yaml")
+    recipe = (folder / "recipe.yaml").read_text()  # ... with the paper's recipe it builds on
+    assert "image_size: 224" in recipe and "pretrained: hub" in recipe
     # one setup row per cell: model, size, weights, epochs run / cap, images / patients per split, data root
     for cell in ("baseline_cnn", "densenet121"):
         s = _summary(folder, cell)

@@ -24,6 +24,14 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Manifest:
+    """One dataset as rows of images: what every source returns and all later code reads.
+
+    The contract that lets a new source plug in (``docs/extending.md``): the columns of the
+    module docstring, checked here (missing columns and duplicate image ids are errors).
+    ``task`` is ``multilabel``, ``binary`` or ``multiclass`` (:mod:`cxrlab.models.task`);
+    ``labels`` orders the label columns and so the model's outputs.
+    """
+
     frame: pd.DataFrame
     root: Path
     labels: list[str]

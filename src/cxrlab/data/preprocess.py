@@ -16,7 +16,10 @@ Order of operations (full precision until the final resize)::
 
 Normalisation to the network's float input (``(x / 255 - mean) / std``,
 channels expanded) is the last step, done on the batch by
-:func:`cxrlab.data.transforms.to_float` with the ``mean``/``std`` stored here.
+:func:`cxrlab.data.transforms.to_float` with the ``mean``/``std`` stored here:
+training, its validation and test predictions, predict (PyTorch and ONNX Runtime),
+explain and the server all read them from this record (:func:`normalization`
+turns the config's ``data.normalize`` into them).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import cv2
 import numpy as np
 
 from cxrlab.data.io import DEFAULT_MAX_PIXELS, read_gray, to_uint8_resized
-from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD
+from cxrlab.data.transforms import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, Norm
 from cxrlab.data.workers import worker_pool
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import progress
@@ -41,7 +44,47 @@ log = logging.getLogger(__name__)
 Box = tuple[float, float, float, float]  # x, y, w, h
 
 #: Version of the record written to model.json (bump when the meaning of a field changes).
-RECORD_VERSION = 1
+#: 2: ``mean``/``std`` may be per-channel lists (``data.normalize``); 1 had one number each.
+RECORD_VERSION = 2
+
+#: ``data.normalize`` by name (or ``[mean, std]``, each a number or one per channel).
+NORMALIZATIONS = ("default", "imagenet")
+
+
+def normalization(spec: str | list[Any] | tuple[Any, ...], in_chans: int) -> tuple[Norm, Norm]:
+    """``(mean, std)`` of ``data.normalize`` for a model with ``in_chans`` input channels.
+
+    ``default`` is grey ImageNet (0.449, 0.226) on every channel, what cxrlab always used;
+    ``imagenet`` is the same for 1 channel and ImageNet's RGB triple for 3 (the statistics
+    ImageNet-pretrained 3-channel weights were trained with); ``[mean, std]`` gives them
+    directly, each one number or one per channel.
+
+    Raises:
+        CxrlabError: an unknown name, a wrong number of values, or a std that is not positive.
+    """
+    if isinstance(spec, str):
+        if spec == "default" or (spec == "imagenet" and in_chans != 3):
+            return GRAY_MEAN, GRAY_STD
+        if spec == "imagenet":
+            return IMAGENET_MEAN, IMAGENET_STD
+        raise CxrlabError(f"data.normalize: {spec!r} is not one of {', '.join(NORMALIZATIONS)} or [mean, std]")
+    if len(spec) != 2:
+        raise CxrlabError(f"data.normalize: expected [mean, std], got {list(spec)}")
+    mean, std = (_norm_value(v, in_chans, what) for v, what in zip(spec, ("mean", "std"), strict=True))
+    if min(std if isinstance(std, tuple) else (std,)) <= 0:
+        raise CxrlabError(f"data.normalize: std must be > 0, got {std}")
+    return mean, std
+
+
+def _norm_value(v: Any, in_chans: int, what: str) -> Norm:
+    if isinstance(v, list | tuple):
+        if len(v) == 1:
+            return float(v[0])
+        if len(v) != in_chans:
+            raise CxrlabError(f"data.normalize: {len(v)} {what} values for a model with {in_chans} input "
+                              "channel(s); give one number, or one per channel")
+        return tuple(float(x) for x in v)
+    return float(v)
 
 
 @dataclass(frozen=True)
@@ -53,12 +96,16 @@ class Preprocess:
     clahe: bool = False
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
-    mean: float = GRAY_MEAN
-    std: float = GRAY_STD
+    mean: Norm = GRAY_MEAN
+    std: Norm = GRAY_STD
     max_pixels: int = DEFAULT_MAX_PIXELS
     """Refuse images larger than this (decompression bombs, corrupt headers); not a pixel setting."""
 
     def __post_init__(self) -> None:
+        for k in ("mean", "std"):  # JSON gives lists; per-channel values are tuples (hashable, frozen)
+            v = getattr(self, k)
+            if isinstance(v, list | tuple):
+                object.__setattr__(self, k, float(v[0]) if len(v) == 1 else tuple(float(x) for x in v))
         if self.resize not in ("squash", "letterbox"):
             raise CxrlabError(f"preprocess: resize must be squash or letterbox, got {self.resize!r}")
         if self.size < 8:
@@ -78,9 +125,12 @@ class Preprocess:
                 "decode > letterbox > clahe > resize > uint8 > (x/255 - mean)/std"}
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Preprocess:
+    def from_record(cls, rec: dict[str, Any], norm_block: dict[str, Any] | None = None) -> Preprocess:
+        """Rebuild from ``model.json["preprocess"]``; a record without ``mean``/``std`` takes them from
+        the file's ``normalization`` block, else the defaults every such run was trained with."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in rec.items() if k in names})
+        norm = {k: v for k, v in (norm_block or {}).items() if k in ("mean", "std") and v is not None}
+        return cls(**{**norm, **{k: v for k, v in rec.items() if k in names}})
 
 
 def preprocess_of_model_record(info: dict[str, Any], origin: str = "model.json") -> Preprocess:
@@ -91,12 +141,12 @@ def preprocess_of_model_record(info: dict[str, Any], origin: str = "model.json")
     warning, since their training settings are not recorded in ``model.json``.
     """
     rec = info.get("preprocess")
+    norm = info.get("normalization") or {}
     if rec is not None:
-        return Preprocess.from_record(rec)
-    norm = info.get("normalization", {})
-    log.warning("%s has no preprocessing record (written by cxrlab < 0.2): assuming a squash resize to "
-                "%s px without CLAHE; if the run was trained with CLAHE or letterbox its predictions "
-                "here will differ from training", origin, info["input_size"])
+        return Preprocess.from_record(rec, norm)
+    log.warning("%s has no preprocessing record (a model record from before format 1): assuming a squash "
+                "resize to %s px without CLAHE; if the run was trained with CLAHE or letterbox its "
+                "predictions here will differ from training", origin, info["input_size"])
     return Preprocess(size=int(info["input_size"]), mean=norm.get("mean", GRAY_MEAN), std=norm.get("std", GRAY_STD))
 
 

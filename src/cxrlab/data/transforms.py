@@ -15,6 +15,11 @@ import torch.nn.functional as F
 
 #: Normalisation for 1-channel inputs (mean/std of grey ImageNet, as timm's 1-ch adaptation assumes).
 GRAY_MEAN, GRAY_STD = 0.449, 0.226
+#: ImageNet's per-channel (RGB) statistics, for 3-channel weights pretrained on ImageNet.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+#: A normalisation value: one for every channel, or one per channel.
+Norm = float | tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -30,12 +35,23 @@ class Augment:
     crop_scale: float = 1.0  # random resized crop: minimum kept area fraction
 
 
-def to_float(batch_u8: torch.Tensor, in_chans: int = 1, mean: float = GRAY_MEAN,
-             std: float = GRAY_STD) -> torch.Tensor:
-    """uint8 (B, H, W) -> normalised float (B, C, H, W) (channels expanded without copying)."""
+def to_float(batch_u8: torch.Tensor, in_chans: int = 1, mean: Norm = GRAY_MEAN,
+             std: Norm = GRAY_STD) -> torch.Tensor:
+    """uint8 (B, H, W) -> normalised float (B, C, H, W): ``(x / 255 - mean) / std``.
+
+    One ``mean``/``std`` for all channels expands the grey channel without copying;
+    per-channel values (e.g. ImageNet's RGB triple for 3-channel weights) give C real channels.
+    """
     x = batch_u8.unsqueeze(1).float()
-    x.mul_(1.0 / (255.0 * std)).sub_(mean / std)  # one pass each, in place
-    return x.expand(-1, in_chans, -1, -1) if in_chans > 1 else x
+    if not isinstance(mean, tuple) and not isinstance(std, tuple):
+        x.mul_(1.0 / (255.0 * std)).sub_(mean / std)  # one pass each, in place
+        return x.expand(-1, in_chans, -1, -1) if in_chans > 1 else x
+    m = torch.tensor(mean if isinstance(mean, tuple) else (mean,) * in_chans, dtype=x.dtype, device=x.device)
+    s = torch.tensor(std if isinstance(std, tuple) else (std,) * in_chans, dtype=x.dtype, device=x.device)
+    if m.numel() != in_chans or s.numel() != in_chans:
+        raise ValueError(f"normalisation has {m.numel()} means and {s.numel()} stds for {in_chans} channels")
+    scale, shift = (1.0 / (255.0 * s)).view(1, -1, 1, 1), (m / s).view(1, -1, 1, 1)
+    return x.expand(-1, in_chans, -1, -1) * scale - shift
 
 
 def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cxrlab.errors import CxrlabError
-from cxrlab.run import prob_columns
+from cxrlab.tables import prob_columns
 
 
 def ensemble_tables(tables: list[pd.DataFrame], labels: list[str], how: str = "mean") -> pd.DataFrame:

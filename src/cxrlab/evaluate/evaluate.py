@@ -1,7 +1,7 @@
 """Evaluate a run's predictions: AUCs with CIs, thresholds, calibration, multi-class tables.
 
 Works from prediction tables alone (the predictions schema of
-:mod:`cxrlab.run`), so evaluation never needs the model.
+:mod:`cxrlab.tables`), so evaluation never needs the model.
 Thresholds are chosen on validation (Youden's J) and only applied to test.
 Binary runs also get the rates at that threshold (accuracy, sensitivity,
 specificity, PPV, NPV) with bootstrap CIs and the confusion matrix; multi-class
@@ -24,8 +24,9 @@ from sklearn.metrics import (
 
 from cxrlab.evaluate.metrics import macro, per_label_auc
 from cxrlab.evaluate.operating import confusion_counts, multiclass_class_cis, operating_point, rates
+from cxrlab.evaluate.records import Evaluation, fresh
 from cxrlab.evaluate.stats import bootstrap_aucs, bootstrap_weights, percentile_ci, weighted_auc
-from cxrlab.run import prob_columns
+from cxrlab.tables import prob_columns
 
 
 def split_prediction_table(pred: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -189,9 +190,18 @@ def evaluate_multiclass(test: pd.DataFrame, labels: list[str], n_boot: int = 100
     }
 
 
+def evaluation_of(test: pd.DataFrame, labels: list[str], task: str, val: pd.DataFrame | None = None,
+                  n_boot: int = 1000, seed: int = 0) -> Evaluation:
+    """The :class:`~cxrlab.evaluate.records.Evaluation` of a task from its prediction tables (binary runs get
+    the operating point too); write it with ``to_dict()``."""
+    if task == "multiclass":
+        raw = evaluate_multiclass(test, labels, n_boot, seed)
+    else:
+        raw = evaluate_multilabel(test, labels, val, n_boot, seed, operating=task == "binary")
+    return fresh(Evaluation, {**raw, "task": task})
+
+
 def evaluate_tables(test: pd.DataFrame, labels: list[str], task: str, val: pd.DataFrame | None = None,
                     n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The evaluation of a task from its prediction tables (binary runs get the operating point too)."""
-    if task == "multiclass":
-        return evaluate_multiclass(test, labels, n_boot, seed)
-    return evaluate_multilabel(test, labels, val, n_boot, seed, operating=task == "binary")
+    """:func:`evaluation_of` as the dict ``evaluation.json`` holds (for readers of dicts)."""
+    return evaluation_of(test, labels, task, val, n_boot, seed).to_dict()

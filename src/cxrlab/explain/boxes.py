@@ -6,11 +6,16 @@ box.  A detection is a true positive when its IoU with a ground-truth box of the
 same class is at least ``iou`` (default 0.1).  Per class we report the mean
 *precision* (TP / detections per image) and the *accuracy* (fraction of images
 where any detection hits).
+
+:func:`matching_sentence` (how a box list met the test split, in words) lives
+here rather than in :mod:`cxrlab.explain.localize` so the report can say it
+without importing the inference path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -76,3 +81,17 @@ def random_boxes_like(pred: Sequence[Box], width: float, height: float,
 
 def scale_box(b: Box, sx: float, sy: float) -> Box:
     return (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy)
+
+
+def matching_sentence(m: dict[str, Any], source: str) -> str:
+    """How a box list met the test split, in one sentence (for the screen and the report)."""
+    rest = [f"{m[k]} {what}" for k, what in (("other_splits", "in the train or validation split"),
+                                             ("ambiguous_name", "with a file name shared by several test images"),
+                                             ("not_in_dataset", "of images not in the dataset"),
+                                             ("unknown_label", "of labels the model does not have"))
+            if m.get(k)]
+    if m.get("unknown_label_names"):
+        rest[-1] += f" ({', '.join(m['unknown_label_names'])})"
+    return (f"boxes from {source}: {m['matched']} of {m['boxes']} matched test images "
+            f"({m['test_images_with_boxes']} of {m['test_images']} test images have a box)"
+            + (f"; not scored: {'; '.join(rest)}" if rest else ""))

@@ -20,7 +20,13 @@ import pandas as pd
 from torch import nn
 
 from cxrlab.data.preprocess import Geometry
-from cxrlab.explain.boxes import Box, heatmap_to_boxes, random_boxes_like, score_image
+from cxrlab.explain.boxes import (  # noqa: F401  (matching_sentence re-exported)
+    Box,
+    heatmap_to_boxes,
+    matching_sentence,
+    random_boxes_like,
+    score_image,
+)
 from cxrlab.explain.cams import attribute
 from cxrlab.inference import Predictor
 from cxrlab.progress import progress
@@ -179,18 +185,3 @@ def boxes_outside(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], tolera
     bad = ((bw <= 0) | (bh <= 0) | (x < -tolerance * w) | (y < -tolerance * h)
            | (x + bw > (1 + tolerance) * w) | (y + bh > (1 + tolerance) * h))
     return boxes[bad].assign(width=w[bad].astype(int), height=h[bad].astype(int))
-
-
-def matching_sentence(m: dict[str, Any], source: str) -> str:
-    """How a box list met the test split, in one sentence (for the screen and the report)."""
-    rest = [f"{m[k]} {what}" for k, what in (("other_splits", "in the train or validation split"),
-                                             ("ambiguous_name", "with a file name shared by several test images"),
-                                             ("not_in_dataset", "of images not in the dataset"),
-                                             ("unknown_label", "of labels the model does not have"))
-            if m.get(k)]
-    if m.get("unknown_label_names"):
-        rest[-1] += f" ({', '.join(m['unknown_label_names'])})"
-    return (f"boxes from {source}: {m['matched']} of {m['boxes']} matched test images "
-            f"({m['test_images_with_boxes']} of {m['test_images']} test images have a box)"
-            + (f"; not scored: {'; '.join(rest)}" if rest else ""))
-

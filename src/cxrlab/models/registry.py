@@ -36,6 +36,18 @@ _OWN: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a factory as ``model.name: <name>`` (a decorator), as timm's ``@register_model``.
+
+    The extension point for a model of cxrlab's own (``docs/extending.md``; timm names need
+    none).  The factory takes ``(num_classes, in_chans=1, pretrained=False, **options)`` and
+    returns a module giving logits, with timm's ``forward_features`` / ``forward_head(x,
+    pre_logits=...)`` / ``get_classifier()`` (and optionally ``cam_layer()``,
+    ``head_parameters()``); ``model.options`` reach it unchanged.  Registered names win over timm's.
+
+    Raises:
+        KeyError: ``name`` is taken.
+    """
+
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _OWN:
             raise KeyError(f"duplicate model {name!r}")

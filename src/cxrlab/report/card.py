@@ -4,49 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxrlab.evaluate.records import Evaluation
+from cxrlab.report import present
 from cxrlab.report.setup import preprocessing_steps
-
-
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _ci(d: dict[str, Any] | None, key: str = "auc") -> str:
-    if not d or d.get(key) is None:
-        return "n/a"
-    lo, hi = d.get("ci_low"), d.get("ci_high")
-    ci = f" ({_num(lo)}-{_num(hi)})" if lo is not None and hi is not None else ""
-    return f"{_num(d[key])}{ci}"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_num(c) for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(present.value(c) for c in row) + " |" for row in rows]
     return out
 
 
 def _metrics(meta: dict[str, Any]) -> list[str]:
-    m = meta.get("metrics")
-    if not m:
+    if not meta.get("metrics"):
         return ["Not evaluated yet (run `cxrlab evaluate RUN`)."]
-    if meta["task"] == "multiclass":
-        acc = m.get("accuracy") or {}
-        lines = [f"Test split, n = {m.get('n')}: accuracy {_ci(acc, 'value')} (95% CI), macro F1 "
-                 f"{_num(m.get('macro_f1'))}.", ""]
-        rows = [[k, d.get("precision"), d.get("recall"), d.get("f1"), d.get("auc")] for k, d in m["per_class"].items()]
+    m = Evaluation.from_dict(meta["metrics"], meta["task"])
+    if m.task == "multiclass":
+        lines = [f"Test split, n = {present.value(m.n)}: accuracy {present.ci(m.accuracy)} (95% CI), macro F1 "
+                 f"{present.value(m.macro_f1)}.", ""]
+        rows = [[k, d.precision.value, d.recall.value, d.f1, d.auc.value] for k, d in m.per_class.items()]
         return lines + _table(["class", "precision", "recall", "F1", "AUC"], rows)
-    head = f"Test split, n = {m.get('n')}; 95% CIs by bootstrap ({m.get('n_boot')} resamples of {m.get('resampling')})."
-    if len(m["per_label"]) == 1:  # one label: macro and micro AUC are its AUC
-        (lab, d), = m["per_label"].items()
-        lines = [f"{head} {lab} AUC {_ci(d)}.", ""]
+    head = (f"Test split, n = {present.value(m.n)}; 95% CIs by bootstrap ({present.value(m.n_boot)} resamples of "
+            f"{m.resampling}).")
+    one = m.single
+    if one is not None:  # one label: macro and micro AUC are its AUC
+        lines = [f"{head} {one[0]} AUC {present.ci(one[1].auc)}.", ""]
     else:
-        lines = [f"{head} Macro AUC {_ci(m.get('macro_auc'))}, micro AUC {_ci(m.get('micro_auc'))}.", ""]
-    rows = [[k, _ci(d), d.get("threshold"), d.get("sensitivity"), d.get("specificity")]
-            for k, d in m["per_label"].items()]
+        lines = [f"{head} Macro AUC {present.ci(m.macro_auc)}, micro AUC {present.ci(m.micro_auc)}.", ""]
+    rows = [[k, present.ci(d.auc), d.threshold, d.sensitivity, d.specificity] for k, d in m.per_label.items()]
     return lines + _table(["label", "AUC (95% CI)", "threshold", "sensitivity", "specificity"], rows)
 
 
@@ -93,13 +78,13 @@ def card_markdown(meta: dict[str, Any]) -> str:
     if ood:
         lines.append(f"Mahalanobis distance of the penultimate features to a Gaussian of {ood['n_train']} training "
                      f"images ({ood['covariance']} covariance, {ood['dim']} features); images beyond the "
-                     f"{_num(ood['percentile'], 0)}th percentile of {ood['n_val']} validation images "
-                     f"(threshold {_num(ood['threshold'])}) are flagged."
+                     f"{present.value(ood['percentile'], 0)}th percentile of {ood['n_val']} validation images "
+                     f"(threshold {present.value(ood['threshold'])}) are flagged."
                      + (f" Threshold rule: {ood['threshold_rule']}." if ood.get("threshold_rule") else ""))
         for w in ood.get("warnings") or []:
             lines.append(f"\n**Warning:** {w}.")
         if ood.get("self_test"):
-            probes = ", ".join(f"{k} {_num(p['score'])} ({'flagged' if p['flagged'] else 'NOT flagged'})"
+            probes = ", ".join(f"{k} {present.value(p['score'])} ({'flagged' if p['flagged'] else 'NOT flagged'})"
                                for k, p in ood["self_test"]["probes"].items())
             lines.append(f"\nSelf-test at fit time: {probes}: "
                          + ("passed." if ood.get("reliable") else "**the OOD check is unreliable for this run**."))

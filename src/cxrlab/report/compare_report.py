@@ -9,47 +9,36 @@ from pathlib import Path
 from typing import Any
 
 from cxrlab.evaluate.evaluate import split_prediction_table
-from cxrlab.evaluate.stats import format_p
-from cxrlab.report import plots_eval
+from cxrlab.evaluate.records import Comparison
+from cxrlab.report import plots_eval, present
 from cxrlab.report.html import esc, figure, table, write_report
 from cxrlab.run import RunFolder
 
-Z95 = 1.959963984540054
 
-
-def _diff_ci(d: dict[str, Any]) -> tuple[float, float, float]:
-    """DeLong difference with its normal 95% CI."""
-    diff, se = d.get("diff", float("nan")), d.get("se", float("nan"))
-    return diff, diff - Z95 * se, diff + Z95 * se
-
-
-def _section(a: RunFolder, b: RunFolder, r: dict[str, Any], tmp: Path, k: int) -> str:
-    labels = r["labels"]
+def _section(a: RunFolder, b: RunFolder, raw: dict[str, Any], tmp: Path, k: int) -> str:
+    r = Comparison.from_dict(raw)
+    labels = list(r.per_label)
     pa = a.read_predictions()
     pb = b.read_predictions().set_index("image").loc[pa["image"]].reset_index()
     y, sa, _ = split_prediction_table(pa, labels)
     _, sb, _ = split_prediction_table(pb, labels)
-    names = {"A": r["run_a"], "B": r["run_b"]}
+    names = {"A": r.run_a, "B": r.run_b}
     rocs = plots_eval.compare_rocs(y, {f"A: {Path(names['A']).name}": sa, f"B: {Path(names['B']).name}": sb},
                                    labels, tmp / f"roc_{k}.png")
-    m = r["macro_auc_difference"]
-    rows_forest = [(lab, *_diff_ci(r["per_label"][lab])) for lab in labels]
+    m = r.macro
+    rows_forest = [(lab, d.difference.value, d.difference.low, d.difference.high) for lab, d in r.per_label.items()]
     if len(labels) > 1:
-        rows_forest.append(("macro (paired bootstrap)", m["diff_mean"], m["ci_low"], m["ci_high"]))
+        rows_forest.append(("macro (paired bootstrap)", m.value, m.low, m.high))
     forest = plots_eval.forest(rows_forest, tmp / f"forest_{k}.png")
-    rows = []
-    for lab in labels:
-        d = r["per_label"][lab]
-        diff, lo, hi = _diff_ci(d)
-        rows.append([lab, d["auc_a"], d["auc_b"], f"{diff:+.3f} ({lo:+.3f} to {hi:+.3f})",
-                     format_p(d["p"]).removeprefix("p = "), format_p(d.get("p_holm")).removeprefix("p = ")])
-    macro = (f"<p>Macro-AUC difference (A - B) {m['diff_mean']:+.4f}, 95% CI {m['ci_low']:+.4f} to "
-             f"{m['ci_high']:+.4f}, paired bootstrap {esc(format_p(m['p'], m.get('p_resolution')))} "
-             f"({m.get('n_boot', 'n/a')} resamples of {'patients' if 'patient' in pa else 'images'}).</p>")
+    rows = [[lab, d.auc_a, d.auc_b, present.diff_ci(d.difference), present.pvalue(d.p), present.pvalue(d.p_holm)]
+            for lab, d in r.per_label.items()]
+    macro = (f"<p>Macro-AUC difference (A - B) {esc(present.diff_ci(m, digits=4))} (95% CI), paired bootstrap "
+             f"{esc(present.p_text(r.p, r.p_resolution))} ({present.value(m.n_boot)} resamples of "
+             f"{'patients' if 'patient' in pa else 'images'}).</p>")
     return (f"<p><b>A</b> = <code>{esc(names['A'])}</code>, <b>B</b> = <code>{esc(names['B'])}</code>; "
-            f"n = {r['n']} shared test images.</p>"
+            f"n = {r.n} shared test images.</p>"
             + table(["label", "AUC A", "AUC B", "difference (95% CI, DeLong)", "p (DeLong)", "p (Holm)"], rows)
-            + macro + f"<p class='muted'>{esc(r['note'])}</p>"
+            + macro + f"<p class='muted'>{esc(r.note)}</p>"
             + figure(forest, "forest plot of AUC differences")
             + figure(rocs, "overlaid ROC curves"))
 

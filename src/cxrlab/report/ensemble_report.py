@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cxrlab.evaluate.records import Evaluation, RunSummary
+from cxrlab.report import present
 from cxrlab.report.classification import classification_section
 from cxrlab.report.html import esc, table, write_report
 from cxrlab.run import RunFolder
@@ -23,10 +25,9 @@ def _member_row(path: str) -> list[Any]:
     if not m.model_json.is_file():
         return [path, "n/a", "n/a", None, "not found from here"]
     info = m.read_model_json()
-    summary = m.read_json(m.summary_file) or {}
-    auc = summary.get("macro_auc")
+    summary = RunSummary.read(m.summary_file)
     return [path, info.get("architecture", "n/a"), info.get("input_size", "n/a"),
-            auc if isinstance(auc, float) else None,
+            summary.macro_auc.value if summary else None,
             str(m.report_file) if m.report_file.is_file() else "no report"]
 
 
@@ -48,15 +49,15 @@ def ensemble_section(info: dict[str, Any], n_test: int, n_patients: int | None) 
 def render_ensemble_report(run: RunFolder) -> Path:
     """(Re)write ``report.html`` of an ensemble folder from ``model.json``, predictions and ``evaluation.json``."""
     info = run.read_model_json()
-    evaluation = run.read_json(run.evaluation_file)
+    task = info.get("task", "multilabel")
+    evaluation = Evaluation.read(run.evaluation_file, task)
     test = run.read_predictions("test")
     n_patients = int(test["patient"].nunique()) if "patient" in test.columns else None
     sections = [("Ensemble", ensemble_section(info, len(test), n_patients))]
     if evaluation:
-        sections.append(("Classification (test split)",
-                         classification_section(evaluation, info.get("task", "multilabel"), run.figures)))
-        macro = (evaluation.get("macro_auc") or {}).get("auc") if info.get("task") != "multiclass" else None
-        subtitle = f"macro AUC {macro:.3f} on the test split" if isinstance(macro, float) else ""
+        sections.append(("Classification (test split)", classification_section(evaluation, task, run)))
+        name, est = evaluation.headline
+        subtitle = f"{name} {present.ci(est)} on the test split" if est.defined else ""
     else:
         sections.append(("Classification (test split)",
                          f"<p>Not evaluated yet: run <code>cxrlab evaluate {esc(run.path)}</code>.</p>"))

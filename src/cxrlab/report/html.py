@@ -8,28 +8,15 @@ from __future__ import annotations
 
 import base64
 import html
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cxrlab.report import present
 from cxrlab.runio import atomic_write_text
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222}
-h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-h3{font-size:1.02em;margin:1.2em 0 .3em}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
-th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
-table.kv td,table.kv th{text-align:left;vertical-align:top} table.kv td:first-child{white-space:nowrap;font-weight:600}
-.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start} .figs figure{margin:.4em 0;max-width:100%}
-figure{margin:.8em 0} figcaption{color:#555;font-size:.9em}
-img{max-width:100%;border:1px solid #eee} .muted{color:#777;font-size:.9em}
-code{background:#f4f4f4;padding:0 .3em}
-.box{border-left:6px solid;padding:.6em 1em;margin:.8em 0;border-radius:3px}
-.box.bad{border-color:#c62828;background:#fdecea} .box.ok{border-color:#2e7d32;background:#edf7ed}
-.box.unknown{border-color:#9e9e9e;background:#f5f5f5}
-.box strong{display:block;margin-bottom:.2em}
-"""
+#: The one stylesheet of every cxrlab page (run, compare, ensemble, study): ``page.css`` beside this module.
+CSS = resources.files("cxrlab.report").joinpath("page.css").read_text(encoding="utf-8")
 
 
 def esc(v: Any) -> str:
@@ -38,12 +25,8 @@ def esc(v: Any) -> str:
 
 
 def fmt(v: Any, digits: int = 3) -> str:
-    """A table cell: floats to ``digits`` places, NaN and None as ``n/a``, text escaped."""
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return "n/a" if v != v else f"{v:.{digits}f}"
-    return esc(v)
+    """A table cell: a number as :func:`cxrlab.report.present.value` writes it, escaped."""
+    return esc(present.value(v, digits))
 
 
 def table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
@@ -83,13 +66,16 @@ def figures(items: list[tuple[Path, str, str]]) -> str:
     return "<div class='figs'>" + "".join(figure(p, alt, cap) for p, alt, cap in items) + "</div>"
 
 
-def write_report(path: Path, title: str, sections: list[tuple[str, str]], subtitle: str = "") -> Path:
-    """Write an HTML page; ``sections`` are (heading, HTML body) pairs."""
+def page(title: str, body: list[str], subtitle: str = "") -> str:
+    """A whole self-contained page: the one stylesheet, the title, a muted subtitle, ``body`` (HTML parts)."""
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
              "<link rel='icon' href='data:,'>",  # no favicon request (a missing-file error in browsers)
-             f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>",
-             f"<p class='muted'>{esc(subtitle)}</p>"]
-    for heading, body in sections:
-        parts.append(f"<h2>{esc(heading)}</h2>{body}")
-    parts.append("</body></html>")
-    return atomic_write_text(path, "\n".join(parts))
+             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
+    if subtitle:
+        parts.append(f"<p class='muted'>{esc(subtitle)}</p>")
+    return "\n".join([*parts, *body, "</body></html>"])
+
+
+def write_report(path: Path, title: str, sections: list[tuple[str, str]], subtitle: str = "") -> Path:
+    """Write an HTML page; ``sections`` are (heading, HTML body) pairs."""
+    return atomic_write_text(path, page(title, [f"<h2>{esc(h)}</h2>{b}" for h, b in sections], subtitle))

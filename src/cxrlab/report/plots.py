@@ -19,6 +19,7 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from cxrlab.evaluate.records import Localization, coerce  # noqa: E402
 from cxrlab.runio import atomic_write  # noqa: E402
 
 #: How a metrics.jsonl ``selection`` name reads on an axis.
@@ -135,17 +136,18 @@ def cam_overlays(cases: list[Any], images: np.ndarray, path: Path, cols: int = 4
     return save(fig, path)
 
 
-def localization_bars(summary: dict[str, Any], path: Path) -> Path:
-    """Per-class localisation accuracy of the summary's CAM method against the random-box baseline."""
-    per = summary["per_class"]
+def localization_bars(loc: Localization | dict[str, Any], path: Path) -> Path:
+    """Per-class localisation accuracy of the result's CAM method against the random-box baseline."""
+    loc = coerce(Localization, loc)
+    per = loc.per_class
     labs = list(per)
     x = np.arange(len(labs))
     fig, ax = plt.subplots(figsize=(1.2 * len(labs) + 2, 3.4))
-    name = method_name(summary.get("method", "gradcam"))
-    ax.bar(x - 0.2, [per[k]["accuracy"] for k in labs], 0.4, label=f"{name} boxes")
-    ax.bar(x + 0.2, [per[k]["random_accuracy"] for k in labs], 0.4, label="random boxes", color="gray")
+    name = method_name(loc.method)
+    ax.bar(x - 0.2, [per[k].accuracy for k in labs], 0.4, label=f"{name} boxes")
+    ax.bar(x + 0.2, [per[k].random_accuracy for k in labs], 0.4, label="random boxes", color="gray")
     ax.set_xticks(x, labs, rotation=30, ha="right")
-    ax.set_ylabel(f"accuracy (IoU >= {summary['iou']})"), ax.set_ylim(0, 1.2), ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel(f"accuracy (IoU >= {loc.iou:g})"), ax.set_ylim(0, 1.2), ax.set_yticks(np.linspace(0, 1, 6))
     ax.legend(loc="upper right", ncol=2, fontsize=8)  # above the 1.0 line: never over a bar
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"{name} localisation vs random boxes", fontsize=10)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrlab.evaluate.metrics import pr_points, roc_points
+from cxrlab.report import present
 from cxrlab.report.plots import plt, save
 
 Point = tuple[float, float]
@@ -75,7 +76,7 @@ def roc_curves(y_true: np.ndarray, y_score: np.ndarray, labels: list[str], aucs:
             ax.legend(loc="lower right", fontsize=7)
         ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
         name = f"{lab} vs rest" if one_vs_rest else lab
-        ax.set_title(f"{name}  AUC {aucs.get(lab, float('nan')):.3f}", fontsize=9)
+        ax.set_title(f"{name}  AUC {present.value(aucs.get(lab))}", fontsize=9)
         ax.set_xlabel("1 - specificity (FPR)", fontsize=8), ax.set_ylabel("sensitivity (TPR)", fontsize=8)
         ax.set_xlim(-0.02, 1.02), ax.set_ylim(-0.02, 1.02), ax.set_aspect("equal")
     curves = "curves" if len(labels) > 1 else "curve"
@@ -108,7 +109,7 @@ def pr_curves(y_true: np.ndarray, y_score: np.ndarray, labels: list[str], aps: d
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower left", fontsize=7)
         name = f"{lab} vs rest" if one_vs_rest else lab
-        ax.set_title(f"{name}  AP {aps.get(lab, float('nan')):.3f}", fontsize=9)
+        ax.set_title(f"{name}  AP {present.value(aps.get(lab))}", fontsize=9)
         ax.set_xlabel("recall (sensitivity)", fontsize=8), ax.set_ylabel("precision (PPV)", fontsize=8)
         ax.set_xlim(-0.02, 1.02), ax.set_ylim(-0.02, 1.02), ax.set_aspect("equal")
     kind = ", one-vs-rest" if one_vs_rest else ""
@@ -150,7 +151,7 @@ def reliability(curves: dict[str, dict[str, list[float]]], path: Path, title: st
             ax.annotate(str(m), (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7, color="C0")
         ax.set_xlim(0, 1), ax.set_ylim(0, 1.05), ax.grid(alpha=0.3)
         ax.tick_params(labelbottom=False, labelsize=7)
-        ax.set_title(f"{lab}  (n {sum(counts)}, ECE {_ece(c):.3f})", fontsize=9)
+        ax.set_title(f"{lab}  (n {sum(counts)}, ECE {present.value(_ece(c))})", fontsize=9)
         if k == 0:
             ax.set_ylabel(ylabel, fontsize=8)
             cnt.set_ylabel("images", fontsize=8)

@@ -9,7 +9,6 @@ so it can be re-rendered at any time; figures are drawn by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,16 @@ import numpy as np
 from cxrlab.config import ExperimentConfig
 from cxrlab.evaluate.evaluate import expected_calibration_error
 from cxrlab.evaluate.operating import confusion_matrix
-from cxrlab.explain.localize import matching_sentence
-from cxrlab.report import plots, plots_eval
+from cxrlab.evaluate.records import (
+    Evaluation,
+    Localization,
+    RunSummary,
+    Uncertainty,
+    coerce,
+    finite,
+)
+from cxrlab.explain.boxes import matching_sentence
+from cxrlab.report import plots, plots_eval, present
 from cxrlab.report.classification import classification_section
 from cxrlab.report.html import esc, figure, table, write_report
 from cxrlab.report.setup import data_section, loss_name, setup_section
@@ -39,148 +46,145 @@ def pick_cases(cases: list[Any], n: int) -> list[Any]:
     return out
 
 
-def _num(v: Any) -> float:
-    """A number of evaluation.json (NaN is stored as null)."""
-    return float("nan") if v is None else float(v)
-
-
 def write_evaluation_figures(run: RunFolder, task: str, labels: list[str], y_true: np.ndarray, probs: np.ndarray,
-                             evaluation: dict[str, Any]) -> list[Path]:
+                             evaluation: Evaluation) -> list[Path]:
     """ROC (with operating points), PR, calibration (with bin counts) and, for binary and multi-class
     runs, the confusion matrix; returns the files written."""
-    f = run.figures
-    f.mkdir(parents=True, exist_ok=True)
+    run.figures.mkdir(parents=True, exist_ok=True)
+    fig = run.figure
+    aucs = evaluation.aucs
     if task == "multiclass":
-        per = evaluation["per_class"]
-        aucs = {lab: _num(per[lab]["auc"]) for lab in labels}
-        aps = {lab: _num(per[lab].get("average_precision")) for lab in labels}
-        roc_pts = {lab: (_num(per[lab]["fpr"]), _num(per[lab]["recall"])) for lab in labels if "fpr" in per[lab]}
-        pr_pts = {lab: (_num(per[lab]["recall"]), _num(per[lab]["precision"])) for lab in labels
-                  if per[lab]["recall"] or per[lab]["precision"]}  # a class never predicted has no PR point
-        curve = (evaluation.get("calibration") or {}).get("curve")
-        out = [plots_eval.confusion(evaluation["confusion_matrix"], labels, f / "confusion.png"),
-               plots_eval.roc_curves(y_true, probs, labels, aucs, f / "roc.png", roc_pts, one_vs_rest=True,
+        per = evaluation.per_class
+        aps = {lab: per[lab].average_precision for lab in labels}
+        roc_pts = {lab: (per[lab].fpr, per[lab].recall.value) for lab in labels if finite(per[lab].fpr)}
+        pr_pts = {lab: (per[lab].recall.value, per[lab].precision.value) for lab in labels
+                  if per[lab].recall.value or per[lab].precision.value}  # a class never predicted has no PR point
+        curve = (evaluation.calibration or {}).get("curve")
+        out = [plots_eval.confusion(evaluation.confusion_matrix, labels, fig("confusion")),
+               plots_eval.roc_curves(y_true, probs, labels, aucs, fig("roc"), roc_pts, one_vs_rest=True,
                                      point_name="arg-max decisions"),
-               plots_eval.pr_curves(y_true, probs, labels, aps, f / "pr.png", pr_pts, one_vs_rest=True,
+               plots_eval.pr_curves(y_true, probs, labels, aps, fig("pr"), pr_pts, one_vs_rest=True,
                                     point_name="arg-max decisions")]
         if curve:
-            out.append(plots_eval.reliability({"top label": curve}, f / "reliability.png",
+            out.append(plots_eval.reliability({"top label": curve}, fig("reliability"),
                                               title="Top-label calibration (test split)",
                                               xlabel="confidence (probability of the top class)",
                                               ylabel="accuracy (top class is the true one)"))
         return out
-    per = evaluation["per_label"]
-    aucs = {lab: _num(per[lab]["auc"]) for lab in labels}
-    aps = {lab: _num(per[lab].get("average_precision")) for lab in labels}
-    roc_pts = {lab: (1 - _num(per[lab]["specificity"]), _num(per[lab]["sensitivity"])) for lab in labels}
-    pr_pts = {lab: (_num(per[lab]["sensitivity"]), _num(per[lab]["ppv"])) for lab in labels if "ppv" in per[lab]}
+    per = evaluation.per_label
+    aps = {lab: per[lab].average_precision for lab in labels}
+    roc_pts = {lab: (1 - per[lab].specificity, per[lab].sensitivity) for lab in labels}
+    pr_pts = {lab: (per[lab].sensitivity, per[lab].ppv) for lab in labels if finite(per[lab].ppv)}
     curves = {lab: expected_calibration_error(y_true[:, i], probs[:, i])[1] for i, lab in enumerate(labels)}
-    out = [plots_eval.roc_curves(y_true, probs, labels, aucs, f / "roc.png", roc_pts,
-                                 point_name="at the threshold"),
-           plots_eval.pr_curves(y_true, probs, labels, aps, f / "pr.png", pr_pts, point_name="at the threshold"),
-           plots_eval.reliability(curves, f / "reliability.png")]
-    if task == "binary" and len(labels) == 1 and "operating_point" in per[labels[0]]:
-        op, lab = per[labels[0]]["operating_point"], labels[0]
-        out.append(plots_eval.confusion(confusion_matrix(op["confusion"]), [f"no {lab}", lab],
-                                        f / "confusion.png",
-                                        title=f"Confusion matrix at threshold {op['threshold']:.3f} (test split)"))
+    out = [plots_eval.roc_curves(y_true, probs, labels, aucs, fig("roc"), roc_pts, point_name="at the threshold"),
+           plots_eval.pr_curves(y_true, probs, labels, aps, fig("pr"), pr_pts, point_name="at the threshold"),
+           plots_eval.reliability(curves, fig("reliability"))]
+    op = evaluation.operating_point
+    if task == "binary" and len(labels) == 1 and op is not None:
+        lab = labels[0]
+        out.append(plots_eval.confusion(confusion_matrix(op.confusion), [f"no {lab}", lab], fig("confusion"),
+                                        title=f"Confusion matrix at threshold {present.value(op.threshold)} "
+                                              "(test split)"))
     return out
 
 
-def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: dict[str, Any],
+def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: RunSummary,
                       history: list[dict[str, Any]], y_true: np.ndarray, probs: np.ndarray,
                       labels: list[str], cases: list[Any], images: np.ndarray,
-                      evaluation: dict[str, Any]) -> None:
+                      evaluation: Evaluation) -> None:
     """The figures of a freshly trained run (the report embeds whatever figures exist)."""
-    f = run.figures
-    plots.training_curves(history, f / "training_curves.png", loss_name(cfg), len(labels))
+    plots.training_curves(history, run.figure("training_curves"), loss_name(cfg), len(labels))
     write_evaluation_figures(run, cfg.task, labels, y_true, probs, evaluation)
-    loc = summary.get("localization")
+    loc = summary.localization
     if loc:
-        plots.localization_bars(loc, f / "localization.png")
+        plots.localization_bars(loc, run.figure("localization"))
         chosen = pick_cases(cases, cfg.explain.figures)
         if chosen:
-            plots.cam_overlays(chosen, images, f / "cam_overlays.png", method=loc.get("method", "gradcam"),
-                               iou=loc.get("iou", 0.1))
+            plots.cam_overlays(chosen, images, run.figure("cam_overlays"), method=loc.method, iou=loc.iou)
 
 
-def localization_origin(loc: dict[str, Any], result: str) -> str:
+def localization_origin(loc: Localization, result: str) -> str:
     """Which boxes a localisation result scored and which file holds it (a paragraph)."""
-    m = loc.get("matching")
-    source = loc.get("box_file") or "the dataset's boxes"
-    said = matching_sentence(m, source) if m else f"boxes from {source}"
+    source = loc.box_file or "the dataset's boxes"
+    said = matching_sentence(loc.matching, source) if loc.matching else f"boxes from {source}"
     return f"<p>Result <code>{esc(result)}</code>; {esc(said)}.</p>"
 
 
-def localization_section(loc: dict[str, Any], bars: Path, overlays: Path | None, origin: str = "") -> str:
+def localization_section(loc: Localization | dict[str, Any], bars: Path, overlays: Path | None,
+                         origin: str = "") -> str:
     """CAM box scores per class against random boxes, with the bar chart and the overlays; ``origin``
     (HTML, :func:`localization_origin`) says which boxes were scored and where the result lives."""
-    rows = [[lab, v["n"], v["accuracy"], v["random_accuracy"], v["precision"], v["random_precision"]]
-            for lab, v in loc["per_class"].items()]
-    rows.append(["mean", loc["cases"], loc["mean_accuracy"], loc["random_mean_accuracy"],
-                 loc["mean_precision"], loc["random_mean_precision"]])
-    name = plots.method_name(loc.get("method", "gradcam"))
-    return (origin + f"<p>{name} on the last conv block, min-max normalised, threshold {loc['threshold']}, "
-            f"connected components &rarr; boxes; a hit is IoU &ge; {loc['iou']} with a true box. "
+    loc = coerce(Localization, loc)
+    rows = [[lab, v.n, v.accuracy, v.random_accuracy, v.precision, v.random_precision]
+            for lab, v in loc.per_class.items()]
+    rows.append(["mean", loc.cases, loc.mean_accuracy, loc.random_mean_accuracy,
+                 loc.mean_precision, loc.random_mean_precision])
+    name = plots.method_name(loc.method)
+    return (origin + f"<p>{name} on the last conv block, min-max normalised, threshold {loc.threshold:g}, "
+            f"connected components &rarr; boxes; a hit is IoU &ge; {loc.iou:g} with a true box. "
             "The random baseline places the same boxes uniformly at random.</p>"
             + table(["class", "cases", "accuracy", "random acc.", "precision", "random prec."], rows)
             + figure(bars, f"{name} localisation accuracy")
             + (figure(overlays, f"{name} overlays") if overlays else ""))
 
 
-def uncertainty_section(u: dict[str, Any], fig: Path) -> str:
+def uncertainty_section(u: Uncertainty, fig: Path) -> str:
     """MC-dropout summary per label with the std histogram."""
-    rows = [[lab, f"{d['uncertain_fraction']:.1%}", d["mean_std"], d["auc_all"], d["auc_confident"],
-             d["auc_uncertain"]] for lab, d in u["per_label"].items()]
-    return (f"<p>Monte-Carlo dropout, {u['passes']} passes; a prediction is uncertain when its std exceeds "
-            f"{u['threshold']}.</p>"
+    rows = [[lab, present.percent(d.uncertain_fraction), d.mean_std, d.auc_all, d.auc_confident, d.auc_uncertain]
+            for lab, d in u.per_label.items()]
+    return (f"<p>Monte-Carlo dropout, {present.value(u.passes)} passes; a prediction is uncertain when its std "
+            f"exceeds {u.threshold:g}.</p>"
             + table(["label", "uncertain", "mean std", "AUC all", "AUC confident", "AUC uncertain"], rows)
             + figure(fig, "MC dropout std histogram"))
 
 
-def _subtitle(task: str, summary: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
-    if task == "multiclass" and evaluation:
-        return f"accuracy {evaluation['accuracy']['value']:.3f} on the test split"
-    auc = summary.get("macro_auc")
-    if not isinstance(auc, float) or auc != auc:
+def _subtitle(summary: RunSummary | None, evaluation: Evaluation | None) -> str:
+    """The run's one number: the evaluation's headline (with its CI), else the summary's macro AUC."""
+    if evaluation is not None:
+        name, est = evaluation.headline
+    elif summary is not None:
+        name, est = "macro AUC", summary.macro_auc
+    else:
         return ""
-    return f"{'AUC' if task == 'binary' else 'macro AUC'} {auc:.3f} on the test split"
+    return f"{name} {present.ci(est)} on the test split" if est.defined else ""
+
+
+def _overlays(path: Path) -> Path | None:
+    return path if path.is_file() else None
 
 
 def render_report(run: RunFolder) -> Path:
     """(Re)write ``report.html`` from what the run folder holds: summary, evaluation, figures,
     and the outputs of ``localize``, ``uncertainty`` and ``explain`` when they were run."""
     cfg = run.read_config()
-    summary = run.read_json(run.summary_file) or {}
-    evaluation = run.read_json(run.evaluation_file)
+    raw_summary = run.read_json(run.summary_file) or {}
+    summary = RunSummary.from_dict(raw_summary) if raw_summary else None
+    evaluation = Evaluation.read(run.evaluation_file, cfg.task)
     model_json = run.read_model_json()
     history = run.read_metrics()
     labels = model_json.get("labels", cfg.data.labels or [])
-    fig = run.figures
-    sections = [("Setup", setup_section(cfg, summary, model_json, run.read_environment(), history)),
-                ("Data and splits", data_section(summary.get("data") or {}, labels, cfg.task, cfg.data.source))]
+    sections = [("Setup", setup_section(cfg, raw_summary, model_json, run.read_environment(), history)),
+                ("Data and splits", data_section(raw_summary.get("data") or {}, labels, cfg.task, cfg.data.source))]
     if evaluation:
-        sections.append(("Classification (test split)", classification_section(evaluation, cfg.task, fig)))
-    sections.append(("Training", figure(fig / "training_curves.png", "training curves",
+        sections.append(("Classification (test split)", classification_section(evaluation, cfg.task, run)))
+    sections.append(("Training", figure(run.figure("training_curves"), "training curves",
                                         "The vertical line marks the epoch whose weights are checkpoints/best.")))
-    loc = summary.get("localization")
+    loc = summary.localization if summary else None
     if loc:
-        over = fig / "cam_overlays.png"
         sections.append(("Localisation", localization_section(
-            loc, fig / "localization.png", over if over.is_file() else None,
+            loc, run.figure("localization"), _overlays(run.figure("cam_overlays")),
             localization_origin(loc, "summary.json (scored at the end of training)"))))
-    for path in run.localization_files():
-        key = path.stem.split("_", 1)[1]  # the method; for a --boxes result, then the box file's stem
-        result = json.loads(path.read_text())
-        over = fig / f"cam_overlays_{key}.png"
-        box_file = result.get("box_file")
-        sections.append((f"Localisation ({plots.method_name(result.get('method', key))}, cxrlab localize)"
+    for key, path in run.localization_results().items():
+        result = Localization.read(path, key)
+        box_file = result.box_file
+        sections.append((f"Localisation ({plots.method_name(result.method)}, cxrlab localize)"
                          + (f": boxes of {Path(box_file).name}" if box_file else ""),
-                         localization_section(result, fig / f"localization_{key}.png",
-                                              over if over.is_file() else None, localization_origin(result, path.name))))
-    unc = run.read_json(run.uncertainty_file)
+                         localization_section(result, run.figure("localization", result.key),
+                                              _overlays(run.figure("cam_overlays", result.key)),
+                                              localization_origin(result, path.name))))
+    unc = Uncertainty.read(run.uncertainty_file)
     if unc:
-        sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc, fig / "mc_dropout_std.png")))
+        sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc, run.figure("mc_dropout_std"))))
     shots = sorted(run.explain_dir.glob("*.png"))
     if shots:
         sections.append(("Explanations (cxrlab explain)",
@@ -188,4 +192,4 @@ def render_report(run: RunFolder) -> Path:
                          "run's threshold, and the truth where the image is in the run's test or validation "
                          "split.</p>" + "".join(figure(p, p.stem) for p in shots[:24])))
     return write_report(run.report_file, f"cxrlab run: {cfg.name}", sections,
-                        subtitle=_subtitle(cfg.task, summary, evaluation))
+                        subtitle=_subtitle(summary, evaluation))

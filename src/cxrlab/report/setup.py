@@ -12,7 +12,8 @@ from typing import Any
 
 from cxrlab.config import ExperimentConfig
 from cxrlab.data.splits import shared_patients
-from cxrlab.report.html import Raw, box, esc, fmt, table
+from cxrlab.report import present
+from cxrlab.report.html import Raw, box, esc, table
 from cxrlab.report.plots import selection_name
 
 SPLITS = ("train", "val", "test")
@@ -46,7 +47,10 @@ def preprocessing_steps(pre: dict[str, Any]) -> list[str]:
         steps.append(f"CLAHE (clip limit {pre.get('clahe_clip')}, {tiles}x{tiles} tiles)")
     how = "" if pre.get("resize") == "letterbox" else ", squashed (stretched to square)"
     steps.append(f"{pre.get('interpolation', 'area')} resize to {size}x{size} px{how}, uint8")
-    steps.append(f"(x/255 - {pre.get('mean', 0):.3f}) / {pre.get('std', 1):.3f}")
+    def norm(v: Any) -> str:  # one value, or one per channel (data.normalize)
+        return f"({', '.join(f'{x:.3f}' for x in v)})" if isinstance(v, list | tuple) else f"{v:.3f}"
+
+    steps.append(f"(x/255 - {norm(pre.get('mean', 0))}) / {norm(pre.get('std', 1))}")
     return steps
 
 
@@ -54,7 +58,7 @@ def preprocessing_text(model_json: dict[str, Any]) -> str:
     """The preprocessing contract of ``model.json`` in words: the steps applied, in order."""
     p = model_json.get("preprocess")
     if not p:
-        return "not recorded (a run from cxrlab < 0.2: squash resize, no CLAHE)"
+        return "not recorded (a model record from before cxrlab 0.1.0: squash resize, no CLAHE)"
     norm = model_json.get("normalization") or {}
     rec = {**p, "size": p.get("size", model_json.get("input_size")),
            "mean": norm.get("mean", p.get("mean")), "std": norm.get("std", p.get("std"))}
@@ -141,7 +145,7 @@ def setup_section(cfg: ExperimentConfig, summary: dict[str, Any], model_json: di
 
 
 def _num(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else fmt(v)
+    return present.setting(v)  # a table cell: escaped by the table
 
 
 def leakage_remedy(source: str | None) -> str:

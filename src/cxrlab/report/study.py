@@ -21,7 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
+from cxrlab.evaluate.records import Comparison, Estimate  # noqa: E402
+from cxrlab.report import present  # noqa: E402
+from cxrlab.report.html import CSS  # noqa: E402
+from cxrlab.report.html import table as page_table  # noqa: E402
 from cxrlab.runio import atomic_write, atomic_write_text  # noqa: E402
+from cxrlab.studies.folder import StudyFolder  # noqa: E402
 from cxrlab.studies.spec import dotted  # noqa: E402
 
 PHANTOM_BANNER = ("PHANTOM DATA: synthetic images, not a result about real X-rays. Every cell ran on the "
@@ -29,24 +34,15 @@ PHANTOM_BANNER = ("PHANTOM DATA: synthetic images, not a result about real X-ray
 SPLITS = ("train", "val", "test")
 
 
-def _f(v: Any, d: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{d}f}"
+_f = present.value  # numbers, CIs and p-values are written by cxrlab.report.present, as on every page
 
 
 def _ci(d: dict[str, Any] | None, key: str = "auc") -> str:
-    if not d:
-        return "n/a"
-    v = d.get(key, d.get("value"))
-    lo, hi = d.get("ci_low"), d.get("ci_high")
-    return f"{_f(v)} [{_f(lo)}, {_f(hi)}]" if lo is not None else _f(v)
+    return present.ci(Estimate.from_dict(d, key)) if d else present.NA
 
 
 def _p(p: Any, n_boot: int | None = None) -> str:
-    if p is None or (isinstance(p, float) and not math.isfinite(p)):
-        return "n/a"
-    if n_boot and p < 1 / n_boot:
-        return f"< {1 / n_boot:.0e}"
-    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+    return present.pvalue(p, 1 / n_boot if n_boot else None)
 
 
 def _png(fig: plt.Figure) -> str:
@@ -90,16 +86,15 @@ def tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         head.insert(2, "accuracy diff A-B (McNemar p)")
     rows = []
     for c in data["comparisons"]:
-        m = c["macro_auc_difference"]
-        sig = [lab for lab, d in c["per_label"].items() if d.get("p_holm") is not None and d["p_holm"] < 0.05]
-        per = "; ".join(f"{lab} {d.get('diff', float('nan')):+.3f} ({_p(d.get('p_holm'))})"
-                        for lab, d in c["per_label"].items())
-        row = [c["a"], c["b"], f"{m.get('diff', m['diff_mean']):+.4f} [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
-               _p(m.get("p"), c.get("n_boot")), str(len(sig)), per]
+        r = Comparison.from_dict(c)
+        per = "; ".join(f"{lab} {present.diff(d.diff)} ({_p(d.p_holm)})" for lab, d in r.per_label.items())
+        row = [c["a"], c["b"], present.diff_ci(r.macro, digits=4),
+               present.pvalue(r.p, r.p_resolution),
+               str(len(r.significant)), per]
         if accuracy:
             acc = c.get("accuracy")
-            row.insert(2, f"{acc['diff']:+.3f} ({_p(acc['p'])}; {acc['a_only']} vs {acc['b_only']} discordant)"
-                       if acc else "n/a")
+            row.insert(2, f"{present.diff(acc['diff'])} ({_p(acc['p'])}; {acc['a_only']} vs {acc['b_only']} "
+                          "discordant)" if acc else "n/a")
         rows.append(row)
     return head, rows
 
@@ -298,8 +293,8 @@ def published_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             if value is None or (what not in ("macro", "accuracy") and what not in r["per_label"]):
                 continue
             mine = (ours or {}).get(key)
-            rows.append([cell, what, f"{value:.4f}".rstrip("0").rstrip("."), _ci(ours, key),  # as published
-                         f"{mine - value:+.3f}" if isinstance(mine, float) else "n/a"])
+            rows.append([cell, what, present.published(value), _ci(ours, key),
+                         present.diff(mine - value) if isinstance(mine, float) else present.NA])
     return head, rows
 
 
@@ -377,10 +372,8 @@ def _write_png(path: Path, b64: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(base64.b64decode(b64)))
 
 
-def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+def _html_table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    return page_table(head, rows, cls)  # the run page's table writer (cells are text here, escaped)
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -388,36 +381,31 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
                      + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows])
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em}"
-        "th{background:#f3f3f3}img{max-width:100%}.note{color:#555}code{background:#f4f4f4;padding:0 .3em}"
-        ".banner{background:#fff3cd;border:2px solid #b8860b;color:#5c4400;padding:.7em 1em;margin:1em 0;"
-        "font-weight:600;border-radius:4px}"
-        ".box{border-left:6px solid;padding:.6em 1em;margin:.8em 0;border-radius:3px}.box strong{display:block}"
-        ".box.bad{border-color:#c62828;background:#fdecea}.box.ok{border-color:#2e7d32;background:#edf7ed}"
-        ".box.unknown{border-color:#9e9e9e;background:#f5f5f5}.box ul{margin:.3em 0}.box p{margin:.3em 0}")
-
 
 def _setup_html(data: dict[str, Any]) -> str:
     cl = command_text(data)
     root = f" <b>--root</b> <code>{html.escape(data['root'])}</code>;" if data.get("root") else ""
     out = (f"<p><b>Command-line overrides</b> (verbatim, for every cell):{root} <code>{html.escape(cl)}</code></p>"
-           "<p class='note'>The values that ran, cell by cell, are in <code>study.yaml</code>; the study file as "
-           "given in <code>preset.yaml</code>.</p>")
+           f"<p class='note'>The values that ran, cell by cell, are in <code>{StudyFolder.RESOLVED}</code>; the "
+           f"study file as given in <code>{StudyFolder.PRESET}</code>"
+           + (f", the recipe it builds on in <code>{StudyFolder.RECIPE}</code>" if data.get("base") else "")
+           + ".</p>")
     table = setup_table(data)
-    return out + (_html_table(*table) if table else "") + leakage_html(data)
+    return out + (_html_table(*table, cls="text") if table else "") + leakage_html(data)
 
 
 def _setup_md(data: dict[str, Any]) -> list[str]:
     root = f" `--root {data['root']}`;" if data.get("root") else ""
     md = [f"**Command-line overrides** (verbatim, for every cell):{root} `{command_text(data)}`", "",
-          "The values that ran, cell by cell, are in `study.yaml`; the study file as given in `preset.yaml`.", ""]
+          f"The values that ran, cell by cell, are in `{StudyFolder.RESOLVED}`; the study file as given in "
+          f"`{StudyFolder.PRESET}`" + (f", the recipe it builds on in `{StudyFolder.RECIPE}`" if data.get("base")
+                                       else "") + ".", ""]
     table = setup_table(data)
     return md + ([_md_table(*table), ""] if table else []) + leakage_md(data)
 
 
-def render_study(folder: Path, data: dict[str, Any]) -> Path:
-    """Write ``report.html`` (self-contained) and ``report.md``; return the HTML path."""
+def render_study(study: StudyFolder, data: dict[str, Any]) -> Path:
+    """Write ``report.html`` (self-contained), ``report.md`` and its figures; return the HTML path."""
     ci = ci_label(data)
     resampled = {r.get("resampling") for r in data["cells"].values()} - {None}
     what = " and ".join(sorted(resampled)) or "patients where known, else images"
@@ -447,7 +435,7 @@ def render_study(folder: Path, data: dict[str, Any]) -> Path:
     ]
     title = data["title"] or data["name"]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     md = [f"# {title}", ""]
     if data["phantom"]:
         parts.append(f"<div class='banner' role='alert'>{html.escape(PHANTOM_BANNER)}</div>")
@@ -471,9 +459,10 @@ def render_study(folder: Path, data: dict[str, Any]) -> Path:
             md += [_md_table(*table), ""]
         if img is not None:
             parts.append(f"<p><img alt='{html.escape(head)}' src='data:image/png;base64,{img}'></p>")
-            name = f"figures/{head.lower().replace(' ', '_')}.png"
-            _write_png(folder / name, img)
+            png = study.figure(head)
+            _write_png(png, img)
+            name = study.link(png)
             md += [f"![{head}]({name})", ""]
     parts.append("</body></html>")
-    atomic_write_text(folder / "report.md", "\n".join(md) + "\n")
-    return atomic_write_text(folder / "report.html", "\n".join(parts))
+    atomic_write_text(study.report_md, "\n".join(md) + "\n")
+    return atomic_write_text(study.report_html, "\n".join(parts))

@@ -51,7 +51,9 @@ class Limits:
 
     max_files: int = 16
     max_file_bytes: int = 32 * MiB
-    max_body_bytes: int = 64 * MiB
+    max_body_bytes: int | None = None
+    """A whole request body; unset: room for two files of ``max_file_bytes`` plus the form, at least
+    64 MiB (``max(64 MiB, 2 x max_file_bytes)``)."""
     max_pixels: int = 36_000_000
     """About 6,000 x 6,000: larger than any radiograph; a decoded float image stays under 150 MB."""
     max_pending: int = 32
@@ -64,6 +66,8 @@ class Limits:
     """Requests from one peer address in the server at once (reading their body or admitted); more get 429."""
 
     def __post_init__(self) -> None:
+        if self.max_body_bytes is None:
+            object.__setattr__(self, "max_body_bytes", max(64 * MiB, 2 * self.max_file_bytes))
         for k in ("max_files", "max_file_bytes", "max_body_bytes", "max_pixels", "max_pending", "decoders",
                   "max_per_client"):
             if getattr(self, k) < 1:

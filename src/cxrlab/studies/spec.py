@@ -4,8 +4,8 @@ A study is a paper's comparison as data::
 
     name: wollek_resolution
     title: Wollek et al. 2023, Higher Chest X-ray Resolution Improves Classification Performance
-    recipe: {...}              # the base config (inline), or
-    base: path/to/recipe.yaml  # a recipe file (relative to the study file)
+    base: nih14_densenet121.yaml   # a recipe: relative to the study file, else a shipped recipe by name
+    recipe: {...}              # what the study changes in it (or the whole config, inline)
     axes:                      # a full grid over any config keys ...
       data.image_size: [64, 128, 256]
     cells:                     # ... or explicit cells (name + overrides)
@@ -21,12 +21,15 @@ A study is a paper's comparison as data::
 
 Cell names come from the axes (``image_size=64``, ``name=value`` joined by
 ``,``), so they are stable, readable folder names.  Presets ship as package
-data (:func:`list_presets`).
+data (:func:`list_presets`), and so do the recipes they build on
+(:func:`list_recipes`): a preset names its paper's recipe in ``base`` and
+states in ``recipe`` and the cells only what its comparison changes.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,8 @@ from cxrlab.errors import ConfigError
 
 
 class Cell(BaseModel):
+    """One cell of a study: a run named ``name``, the base recipe with ``overrides`` (dotted keys)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(pattern=r"^[A-Za-z0-9_.=,+-]+$")
     overrides: dict[str, Any] = {}
@@ -65,6 +70,12 @@ class PhantomSpec(BaseModel):
 
 
 class StudySpec(BaseModel):
+    """A study file (the module docstring shows one); a preset is one shipped in this package.
+
+    The extension point for a paper's comparison (``docs/extending.md``): a new
+    ``studies/<name>.yaml`` is listed by :func:`list_presets` and run by the preset tests.
+    """
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     title: str = ""
@@ -85,6 +96,9 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
+        for step in self.post:
+            if set(step) != {"ensemble"}:
+                raise ValueError(f"unknown post step {sorted(step)} (known: ensemble)")
         if not self.axes and not self.cells:
             raise ValueError("a study needs axes (a grid) or cells")
         names = [c.name for c in self.grid()]
@@ -114,6 +128,35 @@ class StudySpec(BaseModel):
     def baseline_cell(self) -> str:
         return self.baseline or self.grid()[0].name
 
+    def post_cells(self, cells: list[str]) -> dict[str, PostCell]:
+        """The prediction-only cells the post steps make from the trained ``cells``: name -> how.
+
+        ``{ensemble: {by: study}}`` makes ``<cell>+study_mean`` of each cell (or of ``cells:``);
+        ``{ensemble: {groups: {name: [cell, ...]}}}`` one cell per group whose members are all in ``cells``.
+        """
+        out: dict[str, PostCell] = {}
+        for step in self.post:
+            ens = step["ensemble"]
+            how, by = ens.get("how", "mean"), ens.get("by")
+            if "groups" in ens:
+                out.update({name: PostCell(name, list(members), how, by) for name, members in ens["groups"].items()
+                            if all(m in cells for m in members)})
+            else:
+                by = by or "study"
+                out.update({f"{c}+{by}_{how}": PostCell(f"{c}+{by}_{how}", [c], how, by)
+                            for c in ens.get("cells", cells) if c in cells})
+        return out
+
+
+@dataclass(frozen=True)
+class PostCell:
+    """A prediction-only cell of a post step: the ensemble (``how``, fused per ``by``) of ``members``."""
+
+    name: str
+    members: list[str]
+    how: str = "mean"
+    by: str | None = None
+
 
 def _label(v: Any) -> str:
     if isinstance(v, bool):
@@ -136,6 +179,29 @@ def list_presets() -> dict[str, Path]:
     """The studies shipped with cxrlab: preset name -> file."""
     folder = resources.files("cxrlab.studies")
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def list_recipes() -> dict[str, Path]:
+    """The recipes shipped with cxrlab (``src/cxrlab/recipes``, ``recipes/`` in a checkout): file name -> file."""
+    folder = resources.files("cxrlab") / "recipes"
+    return {Path(str(p)).name: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def base_recipe(path: str | Path, spec: StudySpec) -> Path | None:
+    """The recipe file a study file's ``base`` names: relative to the study file, else a shipped recipe
+    (by file name, ``nih14_densenet121.yaml``, or its stem); None when the study has no ``base``."""
+    if not spec.base:
+        return None
+    path = Path(path)
+    local = Path(spec.base) if Path(spec.base).is_absolute() else path.parent / spec.base
+    if local.is_file():
+        return local
+    shipped = list_recipes()
+    found = shipped.get(spec.base) or shipped.get(f"{spec.base}.yaml")
+    if found is None:
+        raise ConfigError(f"{path}: base recipe {spec.base} not found (next to the study file, or shipped: "
+                          f"{', '.join(sorted(shipped))})")
+    return found
 
 
 def study_path(ref: str | Path) -> Path:
@@ -162,11 +228,14 @@ def load_study(ref: str | Path) -> tuple[StudySpec, dict[str, Any]]:
     path = study_path(ref)
     spec = read_spec(path)
     base: dict[str, Any] = {}
-    if spec.base:
-        base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
-        if not base_path.is_file():
-            raise ConfigError(f"{path}: base recipe {base_path} not found")
-        base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    base_path = base_recipe(path, spec)
+    if base_path is not None:
+        try:
+            base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            raise ConfigError(f"{base_path}: not valid YAML (base recipe of {path})") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"{base_path}: expected a mapping of settings (base recipe of {path})")
     return spec, merge_trees(base, spec.recipe)
 
 

@@ -16,11 +16,19 @@ from cxrlab.run import RunFolder
 
 
 class Callback:
+    """Something done after each epoch; the extension point of the training loop.
+
+    A subclass owns one output (written through the :class:`~cxrlab.run.RunFolder`) and nothing
+    else; add it in ``train/loop.py`` ``_callbacks`` behind a config switch
+    (``docs/extending.md``).  Callbacks run on rank 0 only, in order; ``row`` is the epoch's line
+    of ``metrics.jsonl``.
+    """
+
     def on_epoch_end(self, epoch: int, row: dict[str, Any], state: Callable[[], dict[str, Any]]) -> None:
         """``state()`` builds the resume state lazily (only checkpointing needs it)."""
 
     def close(self) -> None:
-        pass
+        """Release what the callback holds (a writer, a file); called once when training ends."""
 
 
 class MetricsLog(Callback):

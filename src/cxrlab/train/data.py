@@ -1,14 +1,17 @@
-"""A training split as arrays: uint8 images (in memory or rows of the cache) and float targets."""
+"""A training split as arrays: uint8 images (in memory or rows of the cache), float targets, and the
+preprocessing record that made the images (its ``mean``/``std`` turn them into the network input, the
+same record ``model.json`` holds for predict)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from cxrlab.data.cache import RowView
+from cxrlab.data.preprocess import Preprocess
 
 
 @dataclass
@@ -17,6 +20,8 @@ class ArraySplit:
     targets: torch.Tensor  # float32 (N, L); NaN = ignore
     redraw: Callable[[np.random.Generator], np.ndarray] | None = None
     """Per-epoch targets (random-flip policy); ``None`` keeps ``targets``."""
+    pre: Preprocess = field(default_factory=Preprocess)
+    """How the images were made and are normalised (the run's record: ``preprocess_of(cfg)``)."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -12,6 +12,9 @@ Shuffling and augmentation of epoch ``e`` are drawn from a generator seeded by
 ``(seed, e)``, so a resumed run replays exactly what an uninterrupted one does.
 Checkpoints, the metrics log and TensorBoard are callbacks (:mod:`.callbacks`);
 validation runs through the one inference path (:class:`cxrlab.inference.Predictor`).
+Training batches and validation are normalised with the ``mean``/``std`` of the
+splits' preprocessing record (:attr:`ArraySplit.pre`, the record ``model.json``
+holds), so a model is trained on exactly the input that predict feeds it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from cxrlab.config import ExperimentConfig
+from cxrlab.data.preprocess import Preprocess
 from cxrlab.data.transforms import Augment, augment, to_float
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.metrics import macro, per_label_auc
@@ -64,9 +68,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def predict(model: nn.Module, images: Any, in_chans: int, device: torch.device, batch_size: int = 64,
-            task: str = "multilabel", tta: bool = False) -> np.ndarray:
-    """Probabilities (N, L) of uint8 images (the inference path with the default normalisation)."""
-    return Predictor.for_model(model, task, in_chans, device=device, batch_size=batch_size).probabilities(images, tta)
+            task: str = "multilabel", tta: bool = False, pre: Preprocess | None = None) -> np.ndarray:
+    """Probabilities (N, L) of uint8 images (the inference path; ``pre`` normalises, default record if None)."""
+    return Predictor.for_model(model, task, in_chans, pre, device=device,
+                               batch_size=batch_size).probabilities(images, tta)
 
 
 def selection_metric(task: str, val_targets: np.ndarray) -> str:
@@ -140,8 +145,15 @@ def _callbacks(run: RunFolder, model: nn.Module, cfg: ExperimentConfig, main: bo
 
 def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
         cfg: ExperimentConfig, run: RunFolder, resume: bool = False) -> list[dict[str, Any]]:
-    """Train ``model``; write metrics and checkpoints into ``run``; return the history."""
+    """Train ``model``; write metrics and checkpoints into ``run``; return the history.
+
+    Both splits are normalised by their preprocessing record (``train.pre``, ``val.pre``: the
+    record written to ``model.json``); records that disagree on ``mean``/``std`` are refused.
+    """
     t = cfg.train
+    if (train.pre.mean, train.pre.std) != (val.pre.mean, val.pre.std):
+        raise CxrlabError(f"training and validation images are normalised differently (mean/std "
+                          f"{train.pre.mean}/{train.pre.std} vs {val.pre.mean}/{val.pre.std})")
     device = distributed.setup() or resolve_device(t.device)
     rank, world_size = distributed.world()
     main = rank == 0
@@ -162,7 +174,8 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, labels: list[str],
     loss_fn = make_loss(t.loss, cfg.task, train.targets.numpy(), t.focal_alpha, t.focal_gamma, t.label_smoothing)
     step = _Stepper(model, cfg, device, world_size, loss_fn, _augmenter(cfg))
     val_rows = np.arange(len(val))[rank::world_size]
-    validator = Predictor.for_model(model, cfg.task, cfg.model.in_chans, device=device, batch_size=2 * t.batch_size)
+    validator = Predictor.for_model(model, cfg.task, cfg.model.in_chans, val.pre, device=device,
+                                    batch_size=2 * t.batch_size)
     callbacks = _callbacks(run, model, cfg, main)
     checkpoints = next((c for c in callbacks if isinstance(c, Checkpoints)), None)
     with make_progress(disable=not main) as bar:
@@ -253,7 +266,8 @@ class _Stepper:
         for s in range(steps):
             idx = order[s * t.batch_size:(s + 1) * t.batch_size]
             xb, yb = train.batch(idx, targets)
-            x = to_float(xb.to(self.device, non_blocking=True), self.cfg.model.in_chans)
+            x = to_float(xb.to(self.device, non_blocking=True), self.cfg.model.in_chans, train.pre.mean,
+                         train.pre.std)
             if self.aug is not None:
                 x = augment(x, gen, self.aug)
             if channels_last:

@@ -22,6 +22,7 @@ from cxrlab import __version__
 from cxrlab.data.splits import shared_patients
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.ood import describe
+from cxrlab.evaluate.records import Evaluation
 from cxrlab.report.card import card_markdown
 from cxrlab.report.setup import leakage_remedy
 from cxrlab.run import RunFolder
@@ -43,19 +44,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _metrics(ev: dict[str, Any] | None, task: str) -> dict[str, Any] | None:
+def _metrics(run: RunFolder, task: str) -> dict[str, Any] | None:
     """Test metrics with their 95% CIs from ``evaluation.json`` (None before evaluation)."""
-    if not ev:
-        return None
-    keep = ("auc", "ci_low", "ci_high", "sensitivity", "specificity", "threshold", "threshold_rule",
-            "average_precision", "ece", "positives", "precision", "recall", "f1", "support")
-    if task == "multiclass":
-        return {"split": "test", "n": ev.get("n"), "accuracy": ev.get("accuracy"), "macro_f1": ev.get("macro_f1"),
-                "macro_auc": ev.get("macro_auc"),
-                "per_class": {k: {m: d.get(m) for m in keep if m in d} for k, d in ev.get("per_class", {}).items()}}
-    return {"split": "test", "n": ev.get("n"), "n_boot": ev.get("n_boot"), "resampling": ev.get("resampling"),
-            "macro_auc": ev.get("macro_auc"), "micro_auc": ev.get("micro_auc"),
-            "per_label": {k: {m: d.get(m) for m in keep if m in d} for k, d in ev.get("per_label", {}).items()}}
+    ev = Evaluation.read(run.evaluation_file, task)
+    return ev.card_dict() if ev else None
 
 
 def _description(name: str, labels: list[str], task: str, source: str, size: int) -> str:
@@ -148,7 +140,7 @@ def card_metadata(run_dir: str | Path) -> dict[str, Any]:
         },
         "thresholds": rec.thresholds if rec.task != "multiclass" else None,
         "threshold_rule": rec.threshold_rule if rec.task != "multiclass" else "argmax",
-        "metrics": _metrics(run.read_json(run.evaluation_file), rec.task),
+        "metrics": _metrics(run, rec.task),
         "data": {
             "source": d.source, "root": d.root, "labels": list(d.labels or rec.labels), "uncertain": d.uncertain,
             "blank": d.blank, "split": {"hash": split.get("hash"), "n_images": n,

@@ -17,7 +17,7 @@ from cxrlab.config import ExperimentConfig
 from cxrlab.data.io import image_size
 from cxrlab.data.labels import apply_policy
 from cxrlab.data.manifest import Manifest
-from cxrlab.data.preprocess import Geometry, Preprocess, load_images
+from cxrlab.data.preprocess import Geometry, Preprocess, load_images, normalization
 from cxrlab.data.sources import load_source
 from cxrlab.errors import CxrlabError
 from cxrlab.inference import Predictor
@@ -28,8 +28,9 @@ from cxrlab.run import ModelRecord, RunFolder
 def preprocess_of(cfg: ExperimentConfig) -> Preprocess:
     """The preprocessing contract of a config (what the cache, the run and every reader use)."""
     d = cfg.data
+    mean, std = normalization(d.normalize, cfg.model.in_chans)
     return Preprocess(size=d.image_size, resize=d.resize, clahe=d.clahe, clahe_clip=d.clahe_clip,
-                      clahe_tiles=d.clahe_tiles, max_pixels=d.max_pixels)
+                      clahe_tiles=d.clahe_tiles, mean=mean, std=std, max_pixels=d.max_pixels)
 
 
 def build_manifest(cfg: ExperimentConfig) -> Manifest:
@@ -64,6 +65,11 @@ def run_folder(path: str | Path) -> RunFolder:
         if parent is not None else []
     hint = f"; did you mean {', '.join(str(parent / n) for n in near)}?" if near else ""
     raise CxrlabError(f"no such run folder: {path}{hint}")
+
+
+def run_record(path: str | Path) -> ModelRecord:
+    """The model record of the run at ``path`` (what the CLI needs to know of a run: task, labels)."""
+    return run_folder(path).read_model_record()
 
 
 def build_from_record(rec: ModelRecord) -> torch.nn.Module:

@@ -7,7 +7,8 @@ from typing import Any
 
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate.compare import compare_tables
-from cxrlab.evaluate.evaluate import evaluate_tables, split_prediction_table
+from cxrlab.evaluate.evaluate import evaluation_of, split_prediction_table
+from cxrlab.evaluate.records import Evaluation
 from cxrlab.report.compare_report import render_comparison
 from cxrlab.report.ensemble_report import render_ensemble_report
 from cxrlab.report.run_report import render_report, write_evaluation_figures
@@ -21,6 +22,7 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
 
     Writes ``evaluation.json``, stores the thresholds chosen on validation in
     ``model.json`` (as training does), redraws the evaluation figures and refreshes the report.
+    Returns what ``evaluation.json`` now holds (:meth:`Evaluation.to_dict`).
     """
     if n_boot < 10:
         raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
@@ -28,8 +30,8 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     rec = run.read_model_record()
     test = run.read_predictions("test")
     val = run.read_predictions("val") if run.has_predictions("val") else None
-    ev = evaluate_tables(test, rec.labels, rec.task, val, n_boot=n_boot, seed=seed)
-    run.write_json(run.evaluation_file, ev)
+    ev = evaluation_of(test, rec.labels, rec.task, val, n_boot=n_boot, seed=seed)
+    run.write_json(run.evaluation_file, ev.to_dict())
     if val is not None:
         record_thresholds(run, ev, rec.task)
     y, p, _ = split_prediction_table(test, rec.labels)
@@ -38,29 +40,29 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
         render_report(run)
     elif rec.name == "ensemble":
         render_ensemble_report(run)
-    return ev
+    return ev.to_dict()
 
 
 def report_run(run_dir: str | Path) -> tuple[Path, str | None]:
-    """Re-render ``RUN/report.html``; return its path and, for a run evaluated by an older cxrlab whose
-    evaluation lacks what the report now shows (PR curves, decisions at the threshold), a hint.
+    """Re-render ``RUN/report.html``; return its path and, for a run evaluated by an older cxrlab (its
+    ``evaluation.json`` has a lower ``format_version``: it may lack the PR curves and the decisions at
+    the threshold that the report now shows), a hint.
 
     An ensemble folder (no config, no weights) gets the report of
     :func:`~cxrlab.report.ensemble_report.render_ensemble_report`: members, combination and the
     classification results of ``cxrlab evaluate`` (a hint to run it when it has not been).
     """
     run = run_folder(run_dir)
-    ev = run.read_json(run.evaluation_file) or {}
-    per = ev.get("per_label", {})
     rec = run.read_model_record()
+    ev = Evaluation.read(run.evaluation_file, rec.task)
     if rec.name == "ensemble" and not run.config_file.is_file():
         hint = None if ev else f"the ensemble is not evaluated yet: run `cxrlab evaluate {run.path}` first"
         return render_ensemble_report(run), hint
-    old = (rec.task != "multiclass" and per and (
-        any("average_precision" not in v for v in per.values())
-        or (rec.task == "binary" and not any("operating_point" in v for v in per.values()))))
-    hint = (f"{run.evaluation_file} is from an older cxrlab: run `cxrlab evaluate {run.path}` to add the PR "
-            "curves and the decisions at the threshold to the report") if old else None
+    hint = None
+    if ev is not None and ev.outdated:  # freshness from the file's version, not from missing keys
+        hint = (f"{run.evaluation_file} is from an older cxrlab (format {ev.format_version}, this one writes "
+                f"{Evaluation.FORMAT_VERSION}): run `cxrlab evaluate {run.path}` to add the PR curves and the "
+                "decisions at the threshold to the report")
     unfinished = run.unfinished_reason() if run.config_file.is_file() else None
     if unfinished:  # e.g. killed mid-epoch or stopped by a full disk: the report shows what was written
         hint = (f"{run.path}: training did not finish ({unfinished}); the report shows what it wrote so far; "

@@ -23,8 +23,8 @@ from cxrlab.data.labels import LabelPlan, apply_policy, relabel_uncertain
 from cxrlab.data.labels import redraw as label_redraw
 from cxrlab.data.manifest import Manifest
 from cxrlab.errors import CxrlabError
-from cxrlab.evaluate.evaluate import evaluate_tables
-from cxrlab.evaluate.metrics import macro, per_label_auc
+from cxrlab.evaluate.evaluate import evaluation_of
+from cxrlab.evaluate.records import Evaluation, Localization, RunSummary, fresh
 from cxrlab.explain.localize import localize
 from cxrlab.inference import Predictor
 from cxrlab.locks import FolderLock
@@ -133,18 +133,18 @@ def load_data(cfg: ExperimentConfig, manifest: Manifest, run: RunFolder, resume:
     if resume and run.split_file.is_file() and run.read_split() != ids:
         raise CxrlabError(f"{run.split_file}: the split no longer matches the data; start a new run "
                           "(different name) instead of --resume")
-    labels = manifest.labels
+    labels, pre = manifest.labels, preprocess_of(cfg)  # one record: model.json's and the training input's
     if distributed.is_main():
         run.write_config(cfg)
         run.write_split(ids)
-        run.write_model_record(ModelRecord.new(cfg, labels, preprocess_of(cfg)))
+        run.write_model_record(ModelRecord.new(cfg, labels, pre))
     splits, plans = {}, {}
     d = cfg.data
     for s, f in frames.items():
         plan = (apply_policy(manifest.targets(f), labels, d.uncertain, d.blank, d.flip_p) if s == "train"
                 else apply_policy(manifest.targets(f), labels, "ignore", d.blank))
         redraw = (lambda rng, p=plan: label_redraw(p, rng)) if plan.flip_mask.any() else None
-        splits[s] = ArraySplit(RowView(cache.images, rows[s]), torch.from_numpy(plan.targets), redraw=redraw)
+        splits[s] = ArraySplit(RowView(cache.images, rows[s]), torch.from_numpy(plan.targets), redraw=redraw, pre=pre)
         plans[s] = plan
     log.info("images: %s", {s: len(v) for s, v in splits.items()})
     return RunData(frames, splits, plans, labels)
@@ -304,7 +304,8 @@ def train_model(cfg: ExperimentConfig, data: RunData, run: RunFolder, resume: bo
         relabelled = relabel_uncertain(plan, soft)
         log.info("U-SelfTrained: %d uncertain entries relabelled by the stage-1 model",
                  int(np.isfinite(relabelled).sum() - np.isfinite(plan.targets).sum()))
-        train = data.splits["train"] = ArraySplit(train.images, torch.from_numpy(relabelled), train.redraw)
+        train = data.splits["train"] = ArraySplit(train.images, torch.from_numpy(relabelled), train.redraw,
+                                                  train.pre)
     model = new_model()
     data.history = fit(model, train, data.splits["val"], labels, cfg, run, resume=resume)
     if distributed.is_main():
@@ -328,44 +329,39 @@ def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, da
         tables[s] = prediction_table(data.frames[s], data.splits[s].targets.numpy(), probs, labels)
         run.write_predictions(tables[s], s)
     fit_ood(run, predictor, data.splits["train"].images, data.splits["val"].images, seed=cfg.seed)
-    evaluation = evaluate_tables(tables["test"], labels, cfg.task, tables["val"], n_boot=cfg.evaluate.n_boot,
-                                 seed=cfg.seed)
-    run.write_json(run.evaluation_file, evaluation)
+    evaluation = evaluation_of(tables["test"], labels, cfg.task, tables["val"], n_boot=cfg.evaluate.n_boot,
+                               seed=cfg.seed)
+    run.write_json(run.evaluation_file, evaluation.to_dict())
     record_thresholds(run, evaluation, cfg.task)
     y_true = data.splits["test"].targets.numpy()
     probs = tables["test"][prob_columns(labels)].to_numpy()
-    aucs = per_label_auc(y_true, probs, labels)
     history = data.history
-    summary: dict[str, Any] = {
-        "name": cfg.name, "macro_auc": macro(aucs), "per_label_auc": aucs,
-        "best_epoch": max((h["epoch"] for h in history if h.get("best")), default=None),
-        "epochs_run": len(history), "n_images": {s: len(f) for s, f in data.frames.items()},
-        "macro_auc_ci": [evaluation["macro_auc"].get("ci_low"), evaluation["macro_auc"].get("ci_high")],
-    }
-    # patients, prevalence, overlap
-    summary["data"] = split_summary(manifest, data.frames, cfg.data.limit, cfg.data.patient_fraction)
-    summary["device"] = device_record(cfg)
-    summary["pretrained"] = data.pretrained
-    if run.skipped_file.is_file():
-        summary["skipped_images"] = len(run.read_skipped())
     cases: list[Any] = []
+    localization = None
     if cfg.explain.enabled and manifest.boxes is not None and len(manifest.boxes):
-        summary["localization"], cases = _localize(cfg, predictor, data, manifest)
-    summary["wall_seconds"] = time.perf_counter() - tic
+        found, cases = _localize(cfg, predictor, data, manifest)
+        localization = fresh(Localization, found)
+    # the headline AUCs are the evaluation's (computed once, with their CIs)
+    summary = RunSummary.of(
+        cfg.name, evaluation, best_epoch=max((h["epoch"] for h in history if h.get("best")), default=None),
+        epochs_run=len(history), n_images={s: len(f) for s, f in data.frames.items()},
+        data=split_summary(manifest, data.frames, cfg.data.limit, cfg.data.patient_fraction),  # patients, overlap
+        device=device_record(cfg), pretrained=data.pretrained,
+        skipped_images=len(run.read_skipped()) if run.skipped_file.is_file() else None,
+        localization=localization, wall_seconds=time.perf_counter() - tic)
     write_run_figures(run, cfg, summary, history, y_true, probs, labels, cases, data.splits["test"].numpy(),
                       evaluation)
-    run.write_json(run.summary_file, summary)
+    run.write_json(run.summary_file, summary.to_dict())
     render_report(run)
-    return summary
+    return summary.to_dict()
 
 
-def record_thresholds(run: RunFolder, evaluation: dict[str, Any], task: str) -> None:
+def record_thresholds(run: RunFolder, evaluation: Evaluation, task: str) -> None:
     """Store the validation-chosen thresholds in model.json (predict and serve decide with them)."""
     if task == "multiclass":
         return
-    thr = {lab: d["threshold"] for lab, d in evaluation["per_label"].items()}
     rule = "youden on validation (fixed 0.5 where undefined)"
-    run.write_model_record(run.read_model_record().with_thresholds(thr, rule))
+    run.write_model_record(run.read_model_record().with_thresholds(evaluation.thresholds, rule))
 
 
 def _localize(cfg: ExperimentConfig, predictor: Predictor, data: RunData, manifest: Manifest) -> tuple:

@@ -15,7 +15,7 @@ from cxrlab.config import ExperimentConfig
 from cxrlab.data.manifest import SPLITS, Manifest
 from cxrlab.data.summary import summarize
 from cxrlab.errors import CxrlabError
-from cxrlab.run import RunFolder
+from cxrlab.run import RunFolder, environment
 from cxrlab.train import distributed
 from cxrlab.train.loop import resolve_device
 from cxrlab.workflows.common import build_manifest, run_split
@@ -73,3 +73,9 @@ def run_split_summary(run_dir: str | Path) -> dict[str, Any]:
         out["from"] = f"{run.summary_file} (the data is not readable here: {e})"
     out["run"] = str(run.path)
     return out
+
+
+def versions() -> dict[str, str]:
+    """The versions cxrlab runs with and its git commit (``cxrlab version``; the ``environment`` block
+    each run's config.yaml records)."""
+    return environment()

@@ -11,6 +11,7 @@ import pandas as pd
 
 from cxrlab.data.sources.nih import read_bbox_list
 from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.records import Localization, fresh
 from cxrlab.explain.localize import boxes_outside, localize, match_boxes, matching_sentence
 from cxrlab.models import cam_layer
 from cxrlab.report import plots
@@ -51,7 +52,8 @@ def localize_run(run_dir: str | Path, boxes_csv: str | Path | None = None, metho
                  figures: int = 12) -> dict[str, Any]:
     """CAM -> boxes -> IoU per class vs random boxes; writes ``localization_<key>.json``, figures, report.
 
-    ``key`` is :func:`localization_key`.  The result names its box source (``box_file``: the file,
+    Returns the :class:`~cxrlab.evaluate.records.Localization` as the file holds it (``to_dict``).
+    ``key`` is :func:`localization_key` (stored in the result: its figures are ``RunFolder.figure(name, key)``).  The result names its box source (``box_file``: the file,
     or null for the dataset's boxes) and ``matching`` (:func:`~cxrlab.explain.localize.match_boxes`:
     how many of the file's boxes matched test images, and why the rest did not).  A box beyond its
     image (another pixel frame) stops with one line.
@@ -87,17 +89,18 @@ def localize_run(run_dir: str | Path, boxes_csv: str | Path | None = None, metho
             f"{b['height']} image); boxes must be in the pixels of the images in {cfg.data.root} "
             "(NIH's BBox_List_2017.csv is in 1024-px coordinates)")
     images = load_run_images(manifest, ids, rec, cfg.data.workers, desc="decode boxed")
-    summary, cases = localize(opened.predictor, cam_layer(opened.model), images, ids, boxes, rec.labels,
-                              geometry, threshold=threshold, min_iou=min_iou, seed=cfg.seed, method=method)
-    summary["box_file"] = str(Path(boxes_csv).resolve()) if boxes_csv is not None else None
-    summary["matching"] = matching
+    found, cases = localize(opened.predictor, cam_layer(opened.model), images, ids, boxes, rec.labels,
+                            geometry, threshold=threshold, min_iou=min_iou, seed=cfg.seed, method=method)
     if matching["matched"] < matching["boxes"]:
         log.warning("%s", matching_sentence(matching, source))
     key = localization_key(method, boxes_csv)
-    plots.localization_bars(summary, run.figures / f"localization_{key}.png")
+    result = fresh(Localization, found, key=key, matching=matching,
+                   box_file=str(Path(boxes_csv).resolve()) if boxes_csv is not None else None)
+    plots.localization_bars(result, run.figure("localization", key))
     if figures and cases:
-        plots.cam_overlays(pick_cases(cases, figures), images, run.figures / f"cam_overlays_{key}.png",
+        plots.cam_overlays(pick_cases(cases, figures), images, run.figure("cam_overlays", key),
                            method=method, iou=min_iou)
+    summary = result.to_dict()
     run.write_json(run.localization_file(key), summary)
     render_report(run)
     return summary

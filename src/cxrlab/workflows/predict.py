@@ -20,7 +20,7 @@ from cxrlab.errors import CxrlabError
 from cxrlab.inference import Predictor, decide
 from cxrlab.models.onnx import OnnxEngine, export_model
 from cxrlab.progress import progress
-from cxrlab.run import ModelRecord, RunFolder, prob_column
+from cxrlab.run import PROB_PREFIX, ModelRecord, RunFolder, prob_column
 from cxrlab.runio import atomic_write
 from cxrlab.workflows.common import open_model
 from cxrlab.workflows.ood import open_scorer, probabilities_and_ood
@@ -117,6 +117,19 @@ def predict_images(run_dir: str | Path, images: list[Path], engine: str = "torch
         out["ood_flag"] = np.concatenate(flags)
     out["unfinished_run"] = unfinished is not None
     return out
+
+
+def label_columns(table: pd.DataFrame) -> dict[str, str]:
+    """``{label: its probability column}`` of a :func:`predict_images` table, in the model's label order."""
+    return {c.removeprefix(PROB_PREFIX): c for c in table.columns if c.startswith(PROB_PREFIX)}
+
+
+def ood_note(run_dir: str | Path) -> str | None:
+    """Why the run's OOD flag is not to be trusted (a small validation set, a failed self-test), or None."""
+    from cxrlab.evaluate.ood import reliability_note
+    from cxrlab.workflows.ood import read_ood
+
+    return reliability_note(read_ood(RunFolder(run_dir)))
 
 
 def save_predictions(table: pd.DataFrame, out: str | Path) -> Path:

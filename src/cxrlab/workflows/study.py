@@ -8,8 +8,16 @@ is re-run from scratch, never mixed with the old one.  SLURM job arrays go
 through submitit (its local executor runs the same path on one machine).
 Before any cell trains, the study folder gets ``preset.yaml`` (the study file
 as given) and ``study.yaml`` (what runs: every cell's resolved config and the
-command line verbatim).  The study report is written at the end
-(:mod:`.study_report`).
+command line verbatim).  After the cells, ``study run`` makes the post-step
+cells (ensembles, evaluated with the study's B); the study report is written
+at the end (:mod:`.study_report`, which only reads the run folders).  Every
+name in the folder comes from :class:`~cxrlab.studies.folder.StudyFolder`.
+
+A cell's config is a tree: the base recipe with the study's ``recipe``, then
+the phantom form's data and overrides, then the cell's own keys, then the
+phantom form's per-cell keys, then the command line (merged with
+:func:`~cxrlab.config.merge_trees`; a value such as a data root is never
+re-parsed as YAML on the way).
 """
 
 from __future__ import annotations
@@ -22,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrlab.config import ExperimentConfig, load_config, merge_trees, parse_overrides, replace_keys
+from cxrlab.config import ExperimentConfig, build_config, merge_trees, parse_overrides, replace_keys
 from cxrlab.data.workers import set_parent_death_signal
 from cxrlab.errors import CxrlabError
 from cxrlab.locks import FolderLock
 from cxrlab.progress import make_progress, say
 from cxrlab.run import RunFolder
-from cxrlab.studies.spec import StudySpec, dotted, load_study
+from cxrlab.studies.folder import StudyFolder
+from cxrlab.studies.spec import StudySpec, load_study
 from cxrlab.workflows.experiment import run_experiment
 
 
@@ -46,7 +55,7 @@ class PlannedCell:
 @dataclass
 class StudyPlan:
     spec: StudySpec
-    folder: Path
+    study: StudyFolder
     cells: list[PlannedCell]
     baseline: str
     phantom: bool
@@ -55,6 +64,11 @@ class StudyPlan:
     root: str | None = None
     source: str = ""
     """The study file or preset name the plan was made from."""
+
+    @property
+    def folder(self) -> Path:
+        """The study folder's path (``plan.study`` names its files)."""
+        return self.study.path
 
 
 def run_finished(run: RunFolder) -> bool:
@@ -82,70 +96,83 @@ def cell_status(run: RunFolder, cfg: ExperimentConfig) -> str:
     return "done" if run_finished(run) else "partial"
 
 
-def study_folder(spec: StudySpec, phantom: bool, out: str | Path = "studies") -> Path:
-    """``<out>/<name>`` (``<name>-phantom`` for the phantom form)."""
-    return Path(out) / (f"{spec.name}-phantom" if phantom else spec.name)
-
-
 def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
                phantom: bool = False, out: str | Path = "studies") -> StudyPlan:
     """Resolve every cell's config and status (nothing is trained; the phantom form's data is written once)."""
     spec, base = load_study(ref)
-    folder = study_folder(spec, phantom, out)
+    study = StudyFolder.of(spec.name, phantom, out)
     cells = spec.grid()
     baseline = spec.baseline_cell()
-    extra: list[str] = []
+    extra: dict[str, Any] = {}  # dotted keys of the phantom form (or --root), under the cells' own keys
     small: dict[str, dict] = {}  # per-cell phantom overrides (win over the cell's own keys)
     if phantom:
         if spec.phantom is None:
             raise CxrlabError(f"study {spec.name} has no phantom form")
-        extra = [*_phantom_data(spec, folder), *dotted(spec.phantom.overrides)]
+        extra = {**_phantom_data(spec, study), **spec.phantom.overrides}
         if spec.phantom.only:
             cells = [c for c in cells if c.name in spec.phantom.only]
         baseline = spec.phantom.baseline or (baseline if baseline in {c.name for c in cells} else cells[0].name)
         small = spec.phantom.cells
     elif root:
-        extra = [f"data.root={root}"]
+        extra = {"data.root": str(root)}
+    command_line = parse_overrides(overrides or [])
     planned = []
     for cell in cells:
-        tree = merge_trees(base, parse_overrides([*extra, *dotted(cell.overrides)]))
-        tree = replace_keys(tree, small.get(cell.name, {}))
-        cfg = load_config(None, [*(overrides or []), f"name={cell.name}", f"runs_dir={folder / 'runs'}"],
-                          base=tree)
+        cfg = cell_config(base, extra, cell.overrides, small.get(cell.name, {}), command_line,
+                          {"name": cell.name, "runs_dir": str(study.runs)}, f"study {spec.name}, cell {cell.name}")
         if not cfg.data.root:
             raise CxrlabError(f"study {spec.name}: no data root; pass --root DATA (or --phantom)")
-        planned.append(PlannedCell(cell.name, cfg, cell_status(RunFolder(folder / "runs" / cell.name), cfg)))
-    return StudyPlan(spec, folder, planned, baseline, phantom, list(overrides or []), root, str(ref))
+        planned.append(PlannedCell(cell.name, cfg, cell_status(RunFolder(study.run_path(cell.name)), cfg)))
+    return StudyPlan(spec, study, planned, baseline, phantom, list(overrides or []), root, str(ref))
+
+
+def cell_config(base: dict[str, Any], form: dict[str, Any], own: dict[str, Any], small: dict[str, Any],
+                command_line: dict[str, Any], fixed: dict[str, Any], origin: str) -> ExperimentConfig:
+    """One cell's config, built as a tree (nothing goes through ``key=value`` text).
+
+    Args:
+        base: the base recipe with the study's ``recipe`` applied (:func:`~cxrlab.studies.spec.load_study`).
+        form: dotted keys of the form that runs (the phantom's data and ``phantom.overrides``, or the data root).
+        own: the cell's dotted keys; each replaces the form's value of the same key, and a mapping merges
+            into the recipe's (``model.options: {width: 8}`` keeps the recipe's other options).
+        small: the phantom form's per-cell keys: they replace whole values (a mapping is not merged).
+        command_line: the parsed ``key=value`` overrides, merged last.
+        fixed: keys the study sets itself (the cell's name and runs folder).
+    """
+    tree = merge_trees(base, replace_keys(replace_keys({}, form), own))
+    tree = replace_keys(tree, small)
+    tree = merge_trees(tree, command_line)
+    return build_config(replace_keys(tree, fixed), origin + (" + overrides" if command_line else ""))
 
 
 def write_plan(plan: StudyPlan) -> Path:
-    """Write ``preset.yaml`` and ``study.yaml`` (what runs, after every override) to the study folder."""
+    """Write ``preset.yaml``, ``recipe.yaml`` and ``study.yaml`` (what runs, after every override)."""
     from cxrlab.studies.resolved import write_study_files
     from cxrlab.studies.spec import study_path
 
     cells = {c.name: c.cfg.model_dump(mode="json") for c in plan.cells}
-    return write_study_files(plan.folder, plan.spec, study_path(plan.source), cells, plan.overrides, plan.root,
+    return write_study_files(plan.study, plan.spec, study_path(plan.source), cells, plan.overrides, plan.root,
                              plan.phantom, plan.baseline)
 
 
-def _phantom_data(spec: StudySpec, folder: Path) -> list[str]:
-    """Write (once) the study's phantom dataset in the real layout; return the data overrides."""
+def _phantom_data(spec: StudySpec, study: StudyFolder) -> dict[str, Any]:
+    """Write (once) the study's phantom dataset in the real layout; return its data keys (dotted)."""
     import json
 
     from cxrlab.data.phantom_dataset import write_phantom_dataset
     from cxrlab.runio import atomic_write_json
 
     p = spec.phantom
-    target, marker = folder / "data", folder / "data.json"
+    marker = study.data_marker
     made = {"kind": p.kind, "n": p.n, "size": p.size, "options": p.options}
     if marker.is_file() and json.loads(marker.read_text()).get("made") == made:
         src = json.loads(marker.read_text())["source"]
     else:
-        ps = write_phantom_dataset(p.kind, target, n=p.n, size=p.size, seed=0, **p.options)
+        ps = write_phantom_dataset(p.kind, study.data_dir, n=p.n, size=p.size, seed=0, **p.options)
         src = {"source": ps.source, "root": str(ps.root), "labels": ps.labels, "task": ps.task}
         atomic_write_json(marker, {"made": made, "source": src})
-    return [f"data.source={src['source']}", f"data.root={src['root']}", f"task={src['task']}",
-            f"data.labels={json.dumps(src['labels'])}", f"data.cache_dir={folder / 'cache'}"]
+    return {"data.source": src["source"], "data.root": src["root"], "task": src["task"],
+            "data.labels": list(src["labels"]), "data.cache_dir": str(study.cache_dir)}
 
 
 def run_cell(cfg: ExperimentConfig, status: str) -> dict[str, Any]:
@@ -156,7 +183,7 @@ def run_cell(cfg: ExperimentConfig, status: str) -> dict[str, Any]:
 def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
               phantom: bool = False, out: str | Path = "studies", launcher: str = "local",
               launcher_options: dict[str, Any] | None = None) -> Path:
-    """Run every cell not yet done, then the post-steps and the study report; return the report path.
+    """Run every cell not yet done, then the post-steps and the study report; return ``report.html``.
 
     ``launcher="local"`` runs one cell per visible GPU at a time, each in its own process
     (``launcher_options["devices"]`` names them; a single device or none: in this process, in
@@ -164,7 +191,7 @@ def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | N
     submitit parameters).  The study folder is locked (:class:`~cxrlab.locks.FolderLock`) from before
     the first write to the end of the report: a second ``study run`` of it is refused in one line.
     """
-    with FolderLock(study_folder(load_study(ref)[0], phantom, out), what="study"):
+    with FolderLock(StudyFolder.of(load_study(ref)[0].name, phantom, out).path, what="study"):
         return _run_study(ref, root, overrides, phantom, out, launcher, launcher_options)
 
 
@@ -185,9 +212,30 @@ def _run_study(ref: str | Path, root: str | None, overrides: list[str] | None, p
         _run_submitit(plan, todo, launcher, launcher_options or {})
     else:
         raise CxrlabError(f"unknown launcher {launcher!r}; use local or slurm")
+    run_post_steps(plan)
     from cxrlab.workflows.study_report import study_report
 
-    return study_report(plan.folder, plan)
+    return study_report(plan.study, plan)
+
+
+def run_post_steps(plan: StudyPlan) -> list[str]:
+    """Make the post steps' prediction-only cells (e.g. each cell's frontal + lateral views fused per study,
+    or several cells' mean) from the finished cells, each evaluated with the study's B; return their names.
+
+    Rebuilt on every ``study run`` (cheap: predictions only), so they follow retrained cells; ``study report``
+    only reads them.
+    """
+    from cxrlab.workflows.ensemble import ensemble_runs
+    from cxrlab.workflows.evaluate import evaluate_run
+
+    finished = [c.name for c in plan.cells if run_finished(RunFolder(plan.study.run_path(c.name)))]
+    made = []
+    for name, post in plan.spec.post_cells(finished).items():
+        target = plan.study.run_path(name)
+        ensemble_runs([plan.study.run_path(m) for m in post.members], target, how=post.how, by=post.by)
+        evaluate_run(target, n_boot=plan.spec.n_boot)
+        made.append(name)
+    return made
 
 
 def _run_local(todo: list[PlannedCell]) -> None:
@@ -218,14 +266,14 @@ def _run_parallel(plan: StudyPlan, todo: list[PlannedCell], devices: list[str]) 
     A cell's output goes to ``<study>/logs/<cell>.log``; a failed cell does not stop the others, and
     the study says which failed (rerun to resume them).
     """
-    logs = plan.folder / "logs"
+    logs = plan.study.logs
     logs.mkdir(parents=True, exist_ok=True)
     queue, running, failed = list(todo), {}, []
     say(f"running {len(todo)} cells on {len(devices)} devices ({', '.join(devices)}); logs in {logs}")
     with make_progress() as bar:
         task = bar.add_task("study cells", total=len(todo), info="")
         try:
-            _fill_devices(queue, running, failed, devices, logs, bar, task)
+            _fill_devices(queue, running, failed, devices, plan.study, bar, task)
         finally:  # interrupted (Ctrl-C) or failed here: stop the cells still running; a rerun resumes them
             for _, proc, log in running.values():
                 proc.terminate()
@@ -235,8 +283,8 @@ def _run_parallel(plan: StudyPlan, todo: list[PlannedCell], devices: list[str]) 
         raise CxrlabError(f"{len(failed)} study cells failed (rerun to resume; logs in {logs}): " + "; ".join(failed))
 
 
-def _fill_devices(queue: list[PlannedCell], running: dict, failed: list[str], devices: list[str], logs: Path,
-                  bar: Any, task: Any) -> None:
+def _fill_devices(queue: list[PlannedCell], running: dict, failed: list[str], devices: list[str],
+                  study: StudyFolder, bar: Any, task: Any) -> None:
     """Keep one cell running per device until the queue is empty and every cell has ended."""
     from cxrlab.runio import atomic_write_json
 
@@ -245,8 +293,8 @@ def _fill_devices(queue: list[PlannedCell], running: dict, failed: list[str], de
             if not queue or slot in running:
                 continue
             cell = queue.pop(0)
-            cfg_file = atomic_write_json(logs / f"{cell.name}.config.json", cell.cfg.model_dump(mode="json"))
-            log = open(logs / f"{cell.name}.log", "w")  # noqa: SIM115  (closed when the process ends)
+            cfg_file = atomic_write_json(study.cell_config(cell.name), cell.cfg.model_dump(mode="json"))
+            log = open(study.cell_log(cell.name), "w")  # noqa: SIM115  (closed when the process ends)
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": device, "CXRLAB_QUIET": "1"}
             proc = subprocess.Popen([sys.executable, "-m", "cxrlab.workflows.study_cell", str(cfg_file),
                                      cell.status], stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -259,7 +307,7 @@ def _fill_devices(queue: list[PlannedCell], running: dict, failed: list[str], de
             log.close()
             del running[slot]
             if proc.returncode != 0:
-                tail = (logs / f"{cell.name}.log").read_text(errors="replace").strip().splitlines()
+                tail = study.cell_log(cell.name).read_text(errors="replace").strip().splitlines()
                 failed.append(f"{cell.name}: {tail[-1] if tail else f'exit {proc.returncode}'}")
             bar.update(task, advance=1, info=f"{cell.name} {'failed' if proc.returncode else 'done'}")
 
@@ -273,13 +321,13 @@ def _run_submitit(plan: StudyPlan, todo: list[PlannedCell], launcher: str, optio
     if not todo:
         return
     cluster = "local" if launcher == "submitit-local" else None
-    executor = submitit.AutoExecutor(folder=str(plan.folder / "submitit" / "%j"), cluster=cluster)
+    executor = submitit.AutoExecutor(folder=str(plan.study.submitit / "%j"), cluster=cluster)
     params = {"timeout_min": 60 * 24, **options}
     if cluster == "local":
         params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     executor.update_parameters(name=f"cxrlab-{plan.spec.name}", **params)
     jobs = executor.map_array(run_cell, [c.cfg for c in todo], [c.status for c in todo])
-    say(f"submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); waiting (logs in {plan.folder / 'submitit'})")
+    say(f"submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); waiting (logs in {plan.study.submitit})")
     failed = []
     for cell, job in zip(todo, jobs, strict=True):
         try:

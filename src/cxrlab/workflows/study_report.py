@@ -13,6 +13,10 @@ multi-class cells), the study's extra comparisons, localisation per
 class ordered by box size, and the published-vs-ours differences; then writes
 ``study.json``, ``report.md`` and a self-contained ``report.html``
 (:mod:`cxrlab.report.study`).
+
+It only reads the cells: nothing under the study's ``runs/`` is written (the
+post steps' ensembles are made by ``study run``, :func:`~.study.run_post_steps`;
+a post cell not made yet is listed as not finished).
 """
 
 from __future__ import annotations
@@ -31,11 +35,10 @@ from cxrlab.locks import FolderLock
 from cxrlab.report.study import render_study
 from cxrlab.run import RunFolder
 from cxrlab.runio import atomic_write_json
+from cxrlab.studies.folder import StudyFolder
 from cxrlab.studies.resolved import folder_spec, read_resolved
-from cxrlab.studies.spec import StudySpec, load_study
-from cxrlab.workflows.ensemble import ensemble_runs
-from cxrlab.workflows.evaluate import evaluate_run
-from cxrlab.workflows.study import run_finished, write_plan
+from cxrlab.studies.spec import load_study
+from cxrlab.workflows.study import run_finished
 
 SPLITS = ("train", "val", "test")
 
@@ -120,8 +123,8 @@ def _threshold(run: RunFolder) -> float | None:
     return op["threshold"] if op else None
 
 
-def _compare(folder: Path, a: str, b: str, n_boot: int) -> dict[str, Any]:
-    ra, rb = RunFolder(folder / "runs" / a), RunFolder(folder / "runs" / b)
+def _compare(study: StudyFolder, a: str, b: str, n_boot: int) -> dict[str, Any]:
+    ra, rb = RunFolder(study.run_path(a)), RunFolder(study.run_path(b))
     pa, pb = ra.read_predictions(), rb.read_predictions()
     rec_a, rec_b = ra.read_model_record(), rb.read_model_record()
     res = compare_tables(pa, pb, rec_a.labels, rec_b.labels, a, b, n_boot=n_boot)
@@ -134,78 +137,68 @@ def _compare(folder: Path, a: str, b: str, n_boot: int) -> dict[str, Any]:
     return res
 
 
-def _post_steps(spec: StudySpec, folder: Path, cells: list[str], n_boot: int) -> list[str]:
-    """Post-steps: prediction-only cells, e.g. the frontal+lateral study ensemble of each cell
-    (``cells``, default all) or an ensemble of several cells (``groups: {name: [cell, ...]}``)."""
-    added = []
-    for step in spec.post:
-        ens = step.get("ensemble")
-        if not ens:
-            raise CxrlabError(f"study {spec.name}: unknown post step {sorted(step)} (known: ensemble)")
-        by, how = ens.get("by"), ens.get("how", "mean")
-        jobs = {name: members for name, members in ens.get("groups", {}).items()
-                if all(m in cells for m in members)}  # groups whose cells all finished
-        if "groups" not in ens:
-            by = by or "study"
-            jobs = {f"{cell}+{by}_{how}": [cell] for cell in ens.get("cells", cells) if cell in cells}
-        for name, members in jobs.items():
-            ensemble_runs([folder / "runs" / m for m in members], folder / "runs" / name, how=how, by=by)
-            evaluate_run(folder / "runs" / name, n_boot=n_boot)
-            added.append(name)
-    return added
+def _post_made(run: RunFolder) -> bool:
+    """A post step's prediction-only cell was made (its record and test predictions are there)."""
+    return run.model_json.is_file() and run.has_predictions("test")
 
 
-def study_report(folder: str | Path, plan: Any = None, ref: str | Path | None = None,
+def study_report(folder: str | Path | StudyFolder, plan: Any = None, ref: str | Path | None = None,
                  n_boot: int | None = None) -> Path:
     """Write the study's report from its run folders; return ``report.html``.
+
+    Reads the cells and writes only the report's files (:meth:`StudyFolder.report_files` and its figures):
+    nothing under ``runs/`` changes, so a report re-run is safe at any time.
 
     Args:
         folder: ``studies/<name>``.
         plan: the :class:`~cxrlab.workflows.study.StudyPlan` (after ``study run``); else the spec is read
-            from ``folder/study.yaml`` or ``ref``.
+            from the folder's ``preset.yaml`` or ``ref``.
         n_boot: bootstrap resamples B of every CI and test on the page (default: the study's ``n_boot``);
-            a cell evaluated with another B is re-evaluated from its predictions.
+            a cell evaluated with another B is re-evaluated from its predictions for the page only.
 
     The study folder is locked while the report is written (re-entrant under ``study run``).
     """
-    with FolderLock(folder, what="study"):
-        return _study_report(Path(folder), plan, ref, n_boot)
+    study = folder if isinstance(folder, StudyFolder) else StudyFolder(folder)
+    with FolderLock(study.path, what="study"):
+        return _study_report(study, plan, ref, n_boot)
 
 
-def _study_report(folder: Path, plan: Any, ref: str | Path | None, n_boot: int | None) -> Path:
+def _study_report(study: StudyFolder, plan: Any, ref: str | Path | None, n_boot: int | None) -> Path:
     if plan is not None:
-        spec, baseline = plan.spec, plan.baseline
+        spec, wanted, phantom = plan.spec, plan.baseline, plan.phantom
         names = [c.name for c in plan.cells]
-        write_plan(plan)
-        phantom = plan.phantom
     else:
-        spec = load_study(ref)[0] if ref else folder_spec(folder)
-        phantom = (folder / "data.json").is_file()  # the phantom form writes its dataset's marker there
-        names = [c.name for c in spec.grid() if run_finished(RunFolder(folder / "runs" / c.name))]
+        spec = load_study(ref)[0] if ref else folder_spec(study)
+        phantom = study.is_phantom()
+        names = [c.name for c in spec.grid()]  # the cells of the form that ran (the phantom form may run fewer)
+        if phantom and spec.phantom and spec.phantom.only:
+            names = [c for c in names if c in spec.phantom.only]
         wanted = (spec.phantom.baseline if phantom and spec.phantom else None) or spec.baseline_cell()
-        baseline = wanted if wanted in names else (names[0] if names else "")
-    finished = [n for n in names if run_finished(RunFolder(folder / "runs" / n))]
+    finished = [n for n in names if run_finished(RunFolder(study.run_path(n)))]
     if not finished:
-        raise CxrlabError(f"{folder}: no finished cell to report (run cxrlab study run first)")
+        raise CxrlabError(f"{study.path}: no finished cell to report (run cxrlab study run first)")
+    baseline = wanted if wanted in finished or plan is not None else finished[0]
     if n_boot is not None and n_boot < 10:
         raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
     n_boot = n_boot or spec.n_boot
-    extra = _post_steps(spec, folder, finished, n_boot)
-    rows = {n: _cell_row(RunFolder(folder / "runs" / n), n_boot) for n in [*finished, *extra]}
-    resolved = read_resolved(folder) or {}
-    comparisons = [{"a": n, "b": baseline, **_compare(folder, n, baseline, n_boot)}
+    posts = list(spec.post_cells(finished))
+    made = [n for n in posts if _post_made(RunFolder(study.run_path(n)))]
+    rows = {n: _cell_row(RunFolder(study.run_path(n)), n_boot) for n in [*finished, *made]}
+    resolved = read_resolved(study) or {}
+    comparisons = [{"a": n, "b": baseline, **_compare(study, n, baseline, n_boot)}
                    for n in finished if n != baseline and baseline in finished]
     for a, b in spec.comparisons:
         if a in finished and b in finished and not any({c["a"], c["b"]} == {a, b} for c in comparisons):
-            comparisons.append({"a": a, "b": b, **_compare(folder, a, b, n_boot), "requested": True})
+            comparisons.append({"a": a, "b": b, **_compare(study, a, b, n_boot), "requested": True})
     data = {"name": spec.name, "title": spec.title, "description": spec.description, "baseline": baseline,
             "axes": spec.axes, "cells": rows, "comparisons": comparisons, "published": spec.published,
             "published_source": spec.published_source, "phantom": phantom,
-            "missing": [n for n in names if n not in finished],
+            "missing": [n for n in [*names, *posts] if n not in rows],
             "overrides": {c.name: c.overrides for c in spec.grid() if c.name in rows},
-            "command_line": resolved.get("command_line"), "root": resolved.get("root"), "n_boot": n_boot}
+            "command_line": resolved.get("command_line"), "root": resolved.get("root"),
+            "base": resolved.get("base"), "n_boot": n_boot}
     curves = {n: r.pop("roc", None) for n, r in rows.items()}  # drawn, not stored: thousands of points a label
-    atomic_write_json(folder / "study.json", data)
+    atomic_write_json(study.result_file, data)
     for n, r in rows.items():
         r["roc"] = curves[n]
-    return render_study(folder, data)
+    return render_study(study, data)

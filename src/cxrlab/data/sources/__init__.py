@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 
 class SourceFn(Protocol):
+    """What a source is: ``(root, labels, options) -> Manifest``.
+
+    ``root`` is ``data.root``; ``labels`` is ``data.labels`` (None: the source's own label set, in
+    its order); ``options`` is ``data.options`` (check it with :func:`check_options`, so a typo is
+    one error line rather than an ignored setting).
+    """
+
     def __call__(self, root: str, labels: list[str] | None, options: dict[str, Any]) -> Manifest: ...
 
 
@@ -47,6 +54,17 @@ _SOURCES: dict[str, SourceFn] = {}
 
 
 def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
+    """Register a source as ``data.source: <name>`` (a decorator on the source function).
+
+    The extension point for a new dataset layout (``docs/extending.md``): one module in this
+    package per layout, its docstring saying the disk layout and label encoding, imported at the
+    bottom of this file.  The source fills ``split`` only where the dataset has an official split;
+    :func:`load_source` completes the rest by patient, so every source gets the same splits.
+
+    Raises:
+        KeyError: ``name`` is taken (two layouts under one name would silently shadow each other).
+    """
+
     def add(fn: SourceFn) -> SourceFn:
         if name in _SOURCES:
             raise KeyError(f"duplicate source {name!r}")
@@ -57,6 +75,7 @@ def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
 
 
 def list_sources() -> list[str]:
+    """The registered source names, sorted (``cxrlab data sources``)."""
     return sorted(_SOURCES)
 
 
