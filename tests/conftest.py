@@ -35,3 +35,19 @@ def run_cli(*args: object):
     from cxrlab.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def train_tiny(root: Path, runs: Path, name: str, seed: int) -> Path:
+    """Train a 1-epoch, width-4 simple_cnn on the NIH-layout phantom at ``root`` into ``runs/name``."""
+    from cxrlab.config import load_config
+    from cxrlab.data.phantom import LABELS
+    from cxrlab.workflows import run_experiment
+
+    base = {"name": name, "seed": seed, "runs_dir": str(runs),
+            "data": {"source": "nih14", "root": str(root), "labels": list(LABELS), "image_size": 32,
+                     "val_fraction": 0.2, "workers": 1},
+            "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
+            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3},
+            "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}
+    run_experiment(load_config(None, [], base=base))
+    return runs / name

@@ -3,24 +3,13 @@
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, train_tiny
 
 
 @pytest.fixture(scope="module")
 def cli_run(tiny_phantom, tmp_path_factory):
-    from cxrlab.config import load_config
-    from cxrlab.data.phantom import LABELS
-    from cxrlab.workflows import run_experiment
-
-    runs = tmp_path_factory.mktemp("cli_runs")
-    base = {"name": "demo", "seed": 6, "runs_dir": str(runs),
-            "data": {"source": "nih14", "root": str(tiny_phantom), "labels": list(LABELS), "image_size": 32,
-                     "val_fraction": 0.2, "workers": 1},
-            "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
-            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3},
-            "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}
-    run_experiment(load_config(None, [], base=base))
-    return runs / "demo"
+    path = train_tiny(tiny_phantom, tmp_path_factory.mktemp("cli_runs"), "demo", seed=6)
+    return path
 
 
 COMMANDS = [

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, train_tiny
 from cxrlab.evaluate.ood import (
     MIN_VAL,
     describe,
@@ -72,20 +72,10 @@ def test_upper_bound_covers_the_true_percentile_at_its_confidence(gaussian):
 
 @pytest.fixture(scope="module")
 def ood_run(tiny_phantom, tmp_path_factory):
-    from cxrlab.config import load_config
-    from cxrlab.data.phantom import LABELS
     from cxrlab.run import RunFolder
-    from cxrlab.workflows import run_experiment
 
-    runs = tmp_path_factory.mktemp("ood_runs")
-    base = {"name": "oodsmall", "seed": 4, "runs_dir": str(runs),
-            "data": {"source": "nih14", "root": str(tiny_phantom), "labels": list(LABELS), "image_size": 32,
-                     "val_fraction": 0.2, "workers": 1},
-            "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
-            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3},
-            "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}
-    run_experiment(load_config(None, [], base=base))
-    return RunFolder(runs / "oodsmall")
+    path = train_tiny(tiny_phantom, tmp_path_factory.mktemp("ood_runs"), "oodsmall", seed=4)
+    return RunFolder(path)
 
 
 def test_training_records_the_self_test_through_the_runs_preprocessing_and_model(ood_run):
