@@ -57,3 +57,20 @@ def test_an_ensemble_folder_is_reportable(cli_run, tmp_path):
     html = (ens / "report.html").read_text()
     assert "Classification (test split)" in html and "data:image/png;base64" in html  # ROC etc. embedded
     assert "macro AUC" in html and "the mean" in html and "config.yaml" not in html
+
+
+def test_evaluate_takes_a_threshold_rule_a_prevalence_and_a_calibration(cli_run, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    r = run_cli("evaluate", run, "--n-boot", 20, "--threshold-rule", "sensitivity:0.8",
+                "--prevalence", "Effusion=0.05", "--calibration", "platt")
+    assert r.exit_code == 0, r.output
+    model = json.loads((run / "model.json").read_text())
+    assert model["threshold_rule"].startswith("sensitivity") and model["calibration"]["method"] == "platt"
+    for bad in (["--prevalence", "Effusion=2"], ["--prevalence", "Effusion"], ["--threshold-rule", "sens:x"],
+                ["--calibration", "magic"]):
+        r = run_cli("evaluate", run, "--n-boot", 20, *bad)
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)

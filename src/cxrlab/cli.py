@@ -95,6 +95,16 @@ def phantom(
     seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
     subtle: Annotated[bool, typer.Option(help="nih14: small, faint nodules (lost at low resolution).")] = False,
     workers: Annotated[int, typer.Option(help="Processes (0 = all cores).")] = 0,
+    site: Annotated[str | None, typer.Option(help="nih14/chexpert: the hospital, A (default) or B (other "
+                                             "exposure, noise, field of view, burned-in text, prevalence).")] = None,
+    masks: Annotated[bool, typer.Option(help="nih14/kermany/cxr5: also write the exact lung and heart masks "
+                                        "(masks/<structure>/<image>.png, original pixels).")] = False,
+    shortcut: Annotated[str | None, typer.Option(help="nih14: plant a shortcut, LABEL:POS_RATE:NEG_RATE (e.g. "
+                                                 "Effusion:0.9:0.1): burned-in text outside the lungs in that "
+                                                 "share of the label's positives and negatives.")] = None,
+    subgroup_gap: Annotated[str | None, typer.Option(help="nih14: plant a subgroup effect, ATTR=VALUE:FACTOR (e.g. "
+                                                     "sex=F:0.5, age=60-89:0.4): that group's lesions drawn at "
+                                                     "FACTOR intensity, labels unchanged.")] = None,
 ) -> None:
     """Write a synthetic CXR dataset with known lesions in a real dataset's layout (read by its source)."""
     from cxrlab.data.phantom_dataset import KINDS, write_phantom_dataset
@@ -106,6 +116,27 @@ def phantom(
     opts = {"subtle": True} if subtle else {}
     if subtle and kind != "nih14":
         raise CxrlabError("--subtle applies to --kind nih14 only")
+    if site is not None:
+        if kind not in ("nih14", "chexpert"):
+            raise CxrlabError(f"--site applies to --kind nih14 or chexpert, not {kind}")
+        opts["site"] = site
+    if masks:
+        if kind not in ("nih14", "kermany", "cxr5"):
+            raise CxrlabError(f"--masks applies to --kind nih14, kermany or cxr5, not {kind}")
+        opts["masks"] = True
+    if shortcut is not None:
+        from cxrlab.data.phantom import LABELS
+        from cxrlab.data.phantom_layouts.shortcut import Shortcut
+
+        if kind != "nih14":
+            raise CxrlabError(f"--shortcut applies to --kind nih14 only, not {kind}")
+        opts["shortcut"] = Shortcut.parse(shortcut, LABELS)
+    if subgroup_gap is not None:
+        from cxrlab.data.phantom_layouts.subgroup import SubgroupGap
+
+        if kind != "nih14":
+            raise CxrlabError(f"--subgroup-gap applies to --kind nih14 only, not {kind}")
+        opts["subgroup_gap"] = SubgroupGap.parse(subgroup_gap)
     ps = write_phantom_dataset(kind, out, n=n, size=size, seed=seed, workers=workers or None, **opts)
     console.print(f"wrote a {kind} phantom ({n}) to {ps.root}\nread it with data.source={ps.source} "
                   f"data.root={ps.root}")
@@ -147,20 +178,83 @@ def train(
     console.print(f"run folder: [bold]{Path(cfg.runs_dir) / cfg.name}[/bold]")
 
 
+def _prevalences(pairs: list[str]) -> dict[str, float] | None:
+    """``["Pneumonia=0.05"]`` -> ``{"Pneumonia": 0.05}``; one line for a malformed pair."""
+    out: dict[str, float] = {}
+    for pair in pairs:
+        label, sep, value = pair.partition("=")
+        try:
+            p = float(value)
+        except ValueError:
+            p = -1.0
+        if not sep or not label or not 0 < p < 1:
+            raise CxrlabError(f"--prevalence {pair!r}: expected LABEL=P with 0 < P < 1, e.g. Pneumonia=0.05")
+        out[label] = p
+    return out or None
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>).", callback=_runs_exist)],
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the evaluation here.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    on: Annotated[str | None, typer.Option("--on", help="Score the run on another dataset: its source name "
+                                           "(nih14, chexpert, csv, ...); writes RUN/external/NAME/.")] = None,
+    root: Annotated[Path | None, typer.Option(help="--on: the other dataset's folder in its source's layout.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="--on: a source option key=value "
+                                                     "(as data.options), repeatable.")] = None,
+    name: Annotated[str | None, typer.Option(help="--on: the folder under RUN/external/ (default: the source).")] = None,
+    all_images: Annotated[bool, typer.Option(help="--on: score every image, not only the target's test split.")] = False,
+    recalibrate_fraction: Annotated[float, typer.Option(help="--on: share of the target's patients that "
+                                                        "thresholds and Platt scaling are refitted on (never scored); "
+                                                        "0: off.")] = 0.2,
+    exclude_duplicates: Annotated[bool, typer.Option(help="--on: drop target images that copy a training image "
+                                                     "(exactly or nearly) from scoring.")] = False,
+    duplicate_check: Annotated[bool, typer.Option(help="--on: check the target for copies of training images "
+                                                  "(--no-duplicate-check skips it, e.g. for very large sets).")] = True,
+    threshold_rule: Annotated[str | None, typer.Option(
+        "--threshold-rule", help="Re-choose thresholds on validation: youden, max_f1, sensitivity:T, "
+        "specificity:T or ppv:T (default: the run's evaluate.threshold_rule).")] = None,
+    prevalence: Annotated[list[str] | None, typer.Option(
+        "--prevalence", help="LABEL=P: also give PPV and NPV at this deployment prevalence; repeatable.")] = None,
+    calibration: Annotated[str | None, typer.Option(
+        "--calibration", help="Refit the calibration on validation: temperature, platt, isotonic or none "
+        "(default: keep the run's).")] = None,
 ) -> None:
-    """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity (binary: PPV, NPV, confusion)."""
+    """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity (binary: PPV, NPV, confusion).
+
+    With --on SOURCE --root DIR: the run on another dataset (external validation: label map, prevalence
+    and composition shift, transported and recalibrated results; docs/external.md)."""
     from cxrlab.workflows import evaluate_run
     from cxrlab.workflows.common import run_record
     from cxrlab.workflows.outputs import outputs, save_json
 
+    if on is not None or root is not None:
+        from cxrlab.report import present
+        from cxrlab.report.external_report import duplicate_line
+        from cxrlab.workflows.external import evaluate_external, parse_options
+
+        if on is None or root is None:
+            raise CxrlabError("external evaluation needs both --on SOURCE and --root DIR")
+        with outputs() as written:
+            result = evaluate_external(run, on, root, parse_options(option or []), name=name, all_images=all_images,
+                                       recalibrate_fraction=recalibrate_fraction, n_boot=n_boot, seed=seed,
+                                       duplicate_check=duplicate_check, exclude_duplicates=exclude_duplicates)
+            if json_out:
+                save_json(json_out, result.to_dict())
+        for lab in result.labels.values():
+            where = f"{lab.target_column} ({lab.kind})" if lab.evaluable else "not evaluable"
+            console.print(f"{lab.model_label} -> {where}: AUC {present.ci(lab.auc)} (run test "
+                          f"{present.ci(lab.run_auc)})", highlight=False)
+        console.print(f"macro AUC on {on}: {present.ci(result.macro_auc)} vs {present.ci(result.run_macro_auc)} "
+                      f"on the run's test split ({result.n_images} images scored)", highlight=False)
+        console.print(duplicate_line(result), highlight=False)
+        _wrote(written.shown())
+        return
     with outputs() as written:  # evaluation, re-chosen thresholds (where validation allows), figures, report
-        ev = evaluate_run(run, n_boot=n_boot, seed=seed)
+        ev = evaluate_run(run, n_boot=n_boot, seed=seed, threshold_rule=threshold_rule,
+                          prevalence=_prevalences(prevalence or []), calibration=calibration)
         if json_out:
             save_json(json_out, ev)
     show.evaluation(run, ev, run_record(run).task)
@@ -236,6 +330,39 @@ def localize(
 
 
 @app.command()
+def audit(
+    run: Annotated[Path, typer.Argument(help="Run folder.", callback=_runs_exist)],
+    masks: Annotated[Path | None, typer.Option(help="Lung/heart masks: a PNG folder, a CheXmask CSV or a COCO RLE "
+                                                    "JSON; default DATA_ROOT/masks (a phantom written with --masks).")] = None,
+    method: Annotated[str, typer.Option(help="gradcam | layergradcam | gradcam++ | saliency")] = "gradcam",
+    level: Annotated[str, typer.Option(help="IoU threshold chosen on validation: otsu | best.")] = "otsu",
+    n_boot: Annotated[int, typer.Option(help="Patient-bootstrap resamples for the CIs.")] = 1000,
+    sanity: Annotated[int, typer.Option(help="Images for the randomisation and deletion checks (0: skip).")] = 64,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result here.")] = None,
+) -> None:
+    """Where the model looks: CAM energy inside the lungs per label vs baselines, pointing game and mIoU
+    on boxes, randomisation and deletion checks, shortcut suspects (docs/audit.md)."""
+    from cxrlab.report import present
+    from cxrlab.workflows.audit import audit_run
+    from cxrlab.workflows.outputs import outputs, save_json
+
+    with outputs() as written:
+        result = audit_run(run, masks, method=method, level=level, n_boot=n_boot, sanity=sanity)
+        if json_out:
+            save_json(json_out, result)
+    t = Table(title=f"{method}: CAM energy inside the lungs (test positives, 95% CI)")
+    for col in ("label", "n", "lung share", "uniform map", "pointing hit", "flagged"):
+        t.add_column(col)
+    for lab, a in result.per_label.items():
+        t.add_row(lab, str(a.n), present.ci(a.lung_share), present.value(a.uniform_lung_share),
+                  present.ci(a.target.hit) if a.target else present.NA, "YES" if a.flagged else "")
+    console.print(t)
+    if result.flagged:
+        console.print(f"[red]shortcut suspects:[/red] {', '.join(result.flagged)} (lung share below a uniform map's)")
+    _wrote(written.shown())
+
+
+@app.command()
 def uncertainty(
     run: Annotated[Path, typer.Argument(help="Run folder (trained with model.dropout > 0).", callback=_runs_exist)],
     passes: Annotated[int, typer.Option(help="Stochastic forward passes (the fusion project report used 25 or 100).")] = 25,
@@ -251,6 +378,42 @@ def uncertainty(
         if json_out:
             save_json(json_out, s)
     show.uncertainty(run, s, passes, threshold)
+    _wrote(written.shown())
+
+
+@app.command()
+def subgroups(
+    run: Annotated[Path, typer.Argument(help="Run folder (multi-label or binary).", callback=_runs_exist)],
+    by: Annotated[str, typer.Option(help="Attributes to group by, comma-separated: sex, age, view, source, site "
+                                         "(and their two-way intersections).")] = "sex,age,view,source",
+    age_bins: Annotated[str, typer.Option(help="Age bin edges in years; must cover every age.")] = "0,40,60,80,120",
+    n_boot: Annotated[int, typer.Option(help="Patient-level bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    intersections: Annotated[bool, typer.Option(help="Also every two-way intersection.")] = True,
+) -> None:
+    """Per patient group: AUC, TPR/FPR/PPV at the run's validation thresholds with CIs, gaps to the rest and
+    the median group, the worst group per label; RUN/subgroups.json, forest plots, a report section."""
+    from cxrlab.report import present
+    from cxrlab.workflows.outputs import outputs
+    from cxrlab.workflows.subgroups import subgroups_run
+
+    try:
+        edges = [float(v) for v in age_bins.split(",") if v.strip()]
+    except ValueError:
+        raise CxrlabError(f"--age-bins must be numbers separated by commas, got {age_bins!r}") from None
+    with outputs() as written:
+        r = subgroups_run(run, by.split(","), edges, n_boot=n_boot, seed=seed, intersections=intersections)
+    t = Table(title=f"{run}: worst group per label (one-attribute groups, AUC; gap = group - rest)")
+    for col in ("label", "attribute", "worst group", "AUC [95% CI]", "gap [95% CI]", "p"):
+        t.add_column(col)
+    for lab in r.labels:
+        for gr in r.groupings.values():
+            w = gr.worst.get(lab)
+            if len(gr.attributes) == 1 and w is not None:
+                gl = gr.groups[w].per_label[lab]
+                t.add_row(lab, gr.name, w, present.ci(gl.metrics["auc"]), present.diff_ci(gl.vs_rest["auc"].diff),
+                          present.pvalue(gl.vs_rest["auc"].p, r.p_resolution))
+    console.print(t)
     _wrote(written.shown())
 
 

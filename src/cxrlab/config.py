@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,13 +24,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SourceSpec(_Strict):
+    """One entry of ``data.sources``: a dataset merged with others into one run."""
+
+    source: str
+    """Registered source name."""
+    root: str
+    """Its folder (or file) in the source's published layout."""
+    options: dict[str, Any] = {}
+    labels: list[str] | None = None
+    """Its label columns in its own names (``None``: the source's default list)."""
+    name: str | None = None
+    """What the run calls it (the ``source`` column, the per-source report rows); default: ``source``."""
+
+
 class DataConfig(_Strict):
     source: str = "nih14"
     """Registered source name (see ``cxrlab.data.sources``)."""
     root: str = ""
     """Dataset folder in the source's published layout."""
     labels: list[str] | None = None
-    """Labels to train on; ``None`` takes the source's default list."""
+    """Labels to train on; ``None`` takes the source's default list (with ``sources``: the union of
+    their canonical names)."""
+    sources: list[SourceSpec] | None = None
+    """Several datasets in one run, merged by label name through the vocabulary (instead of
+    ``source``/``root``/``options``); a label a source lacks is masked (NaN), never 0."""
+    vocabulary: str | None = None
+    """A user vocabulary file extending or overriding the shipped one (``cxrlab/data/vocabulary.yaml``)."""
     image_size: int = Field(224, ge=16, le=4096)
     options: dict[str, Any] = {}
     """Source-specific options (see each source's documentation)."""
@@ -84,6 +105,17 @@ class DataConfig(_Strict):
     verify_cache: bool = False
     """On every use of the cache, also hash each image file and check each cached row's checksum
     (reads every file: O(data size)); without it files are checked by size + mtime only."""
+
+    @model_validator(mode="after")
+    def _one_way_to_name_data(self) -> DataConfig:
+        if self.sources is not None:
+            if not self.sources:
+                raise ValueError("sources: empty list; give at least one {source, root}")
+            both = sorted({"root", "options"} & self.model_fields_set)
+            if both and (self.root or self.options):
+                raise ValueError(f"sources and {both[0]} are both set; list every dataset under "
+                                 "data.sources")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -185,11 +217,39 @@ class TrainConfig(_Strict):
     augment: AugmentConfig = AugmentConfig()
 
 
+#: ``evaluate.threshold_rule``: the grammar of :func:`cxrlab.evaluate.operating.parse_rule` (checked
+#: here too, so a typo fails when the config is read, not after training).
+THRESHOLD_RULE = r"^(youden|max_f1|(sensitivity|specificity|ppv):(0?\.\d+|1(\.0*)?))$"
+
+
 class EvaluateConfig(_Strict):
     n_boot: int = Field(1000, ge=10)
     """Bootstrap resamples for the 95% CIs (patients resampled where known)."""
     tta: bool = False
     """Average the predictions of each image and its horizontal mirror."""
+    calibration: Literal["none", "temperature", "platt", "isotonic"] = "temperature"
+    """Calibration fitted on validation and applied to every probability the run gives (model.json)."""
+    threshold_rule: str | dict[str, str] = "youden"
+    """youden | max_f1 | sensitivity:T | specificity:T | ppv:T, for every label or as {label: rule}."""
+    prevalence: dict[str, float] = Field(default_factory=dict)
+    """{label: p}: also report PPV and NPV at this deployment prevalence."""
+
+    @field_validator("threshold_rule")
+    @classmethod
+    def _rule(cls, v: str | dict[str, str]) -> str | dict[str, str]:
+        for rule in ([v] if isinstance(v, str) else v.values()):
+            if not re.match(THRESHOLD_RULE, str(rule).strip()):
+                raise ValueError(f"unknown threshold rule {rule!r}; use youden, max_f1, sensitivity:T, "
+                                 "specificity:T or ppv:T (T in (0, 1])")
+        return v
+
+    @field_validator("prevalence")
+    @classmethod
+    def _prevalence(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: p for k, p in v.items() if not 0 < p < 1}
+        if bad:
+            raise ValueError(f"a deployment prevalence must lie in (0, 1), got {bad}")
+        return v
 
 
 class ExplainConfig(_Strict):

@@ -6,6 +6,13 @@ so the tensor a model sees is built in one place (:meth:`Predictor.inputs`),
 from the normalisation of the preprocessing contract
 (:class:`cxrlab.data.preprocess.Preprocess`).  Test-time augmentation (mirror)
 and Monte-Carlo dropout are options of this path, not copies of it.
+
+A run's fitted calibration (``model.json["calibration"]``, fitted on validation by
+:mod:`cxrlab.evaluate.calibration`) is applied here and nowhere else:
+``probabilities = calibrate(activation(logits))`` (:meth:`Predictor.calibrated`), so
+training-time test predictions, ``predict`` on either engine and the server return the same
+calibrated probabilities.  The workflows that open a run pass the record's ``apply`` as
+``calibrate`` (this module sits below ``evaluate/`` and does not import it).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class Predictor:
         forward: normalised float (B, C, S, S) -> logits (B, L).
         task: ``multilabel`` | ``binary`` | ``multiclass`` (picks sigmoid or softmax).
         model: the ``nn.Module`` behind ``forward`` when there is one (eval mode, MC dropout).
+        calibrate: the run's fitted calibration (probabilities (N, L) -> calibrated (N, L)), or None.
     """
 
     forward: Forward
@@ -50,13 +58,20 @@ class Predictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 64
     model: nn.Module | None = None
+    calibrate: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def for_model(cls, model: nn.Module, task: str, in_chans: int = 1, pre: Preprocess | None = None,
-                  device: torch.device | str = "cpu", batch_size: int = 64) -> Predictor:
+                  device: torch.device | str = "cpu", batch_size: int = 64,
+                  calibrate: Callable[[np.ndarray], np.ndarray] | None = None) -> Predictor:
         pre = pre or Preprocess()
         return cls(forward=model, task=task, in_chans=in_chans, mean=pre.mean, std=pre.std,
-                   device=torch.device(device), batch_size=batch_size, model=model)
+                   device=torch.device(device), batch_size=batch_size, model=model, calibrate=calibrate)
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The probabilities this path returns for activation outputs ``probs`` (float32): calibrated when the
+        run has a fitted calibration, else ``probs`` as they are."""
+        return probs if self.calibrate is None else np.asarray(self.calibrate(probs), dtype=np.float32)
 
     def inputs(self, images_u8: Any) -> torch.Tensor:
         """The exact float tensor the model is fed for uint8 images (B, S, S), on the device."""
@@ -77,15 +92,16 @@ class Predictor:
             raise CxrlabError("no images to predict")
         return torch.cat(out)
 
-    def probabilities(self, images_u8: Any, tta: bool = False) -> np.ndarray:
-        """Probabilities (N, L); with ``tta`` averaged with those of the mirrored images."""
-        return self._probabilities(self.logits(images_u8), images_u8, tta)
+    def probabilities(self, images_u8: Any, tta: bool = False, calibrated: bool = True) -> np.ndarray:
+        """Probabilities (N, L); with ``tta`` averaged with those of the mirrored images, then calibrated
+        (unless ``calibrated`` is False: the model's own, which the calibration is fitted on)."""
+        return self._probabilities(self.logits(images_u8), images_u8, tta, calibrated)
 
-    def _probabilities(self, logits: torch.Tensor, images_u8: Any, tta: bool) -> np.ndarray:
+    def _probabilities(self, logits: torch.Tensor, images_u8: Any, tta: bool, calibrated: bool = True) -> np.ndarray:
         probs = activation(logits, self.task)
         if tta:
             probs = (probs + activation(self.logits(images_u8, mirror=True), self.task)) / 2
-        return probs.numpy()
+        return self.calibrated(probs.numpy()) if calibrated else probs.numpy()
 
     @property
     def has_features(self) -> bool:
@@ -134,7 +150,7 @@ class Predictor:
         return (torch.cat(outs) if logits else torch.empty(0)), torch.cat(feats).numpy()
 
     def mc_dropout(self, images_u8: Any, passes: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std (N, L) of the probabilities over ``passes`` passes with dropout active.
+        """Mean and std (N, L) of the (calibrated) probabilities over ``passes`` passes with dropout active.
 
         BatchNorm stays in eval mode; the global torch RNG is restored afterwards.
         """
@@ -152,7 +168,9 @@ class Predictor:
             with torch.no_grad():
                 for i in range(0, len(images_u8), self.batch_size):
                     x = self.inputs(images_u8[i:i + self.batch_size])
-                    runs = torch.stack([activation(self.forward(x).float(), self.task).cpu() for _ in range(passes)])
+                    runs = torch.stack([torch.from_numpy(self.calibrated(activation(self.forward(x).float(),
+                                                                                    self.task).cpu().numpy()))
+                                        for _ in range(passes)])
                     means.append(runs.mean(0))
                     stds.append(runs.std(0, unbiased=passes > 1))
         finally:

@@ -9,14 +9,19 @@
       checkpoints/best.safetensors, last.safetensors   model weights
       checkpoints/last_state.pt                         optimiser/scheduler/RNG (resume)
       model.json             the model record: architecture and options, labels, task, the
-                             preprocessing contract, thresholds (:class:`ModelRecord`)
-      predictions.csv        test-set probabilities next to the true labels (and _val)
+                             preprocessing contract, thresholds and their rule, the fitted
+                             calibration (:class:`ModelRecord`)
+      predictions.csv        test-set probabilities (calibrated prob_, the model's own raw_) next to
+                             the true labels (and _val)
       evaluation.json  summary.json  skipped_images.csv
       localization_<method>.json  uncertainty.json  explain/  model.onnx   derived by later commands
+      audit_<method>.json, .csv  where the model looks (cxrlab audit)
+      subgroups.json         per patient group at the run's thresholds (cxrlab subgroups; figures/subgroups_<label>.png)
       ood.json               out-of-distribution summary of the training features (train, card)
       card.md  metadata.json the model card and its bundle metadata (card)
       figures/*.png          plots;  report.html  the report (figures embedded)
       compare.html           the page of ``cxrlab compare RUN OTHER...`` (by default)
+      external/<name>/       ``cxrlab evaluate RUN --on SOURCE``: predictions.csv, external.json, report.html
 
 :class:`RunFolder` is the only code that spells these names.  Files derived
 from the best weights are listed in :attr:`RunFolder.DERIVED`; training
@@ -42,6 +47,7 @@ from cxrlab import __version__
 from cxrlab.config import ExperimentConfig, to_yaml
 from cxrlab.data.preprocess import Preprocess, preprocess_of_model_record
 from cxrlab.data.splits import lists_hash
+from cxrlab.data.vocabulary import Vocabulary
 from cxrlab.errors import CxrlabError
 from cxrlab.runio import (
     append_jsonl,
@@ -52,9 +58,11 @@ from cxrlab.runio import (
 )
 from cxrlab.tables import (  # noqa: F401  (the predictions schema, re-exported)
     PROB_PREFIX,
+    RAW_PREFIX,
     prediction_table,
     prob_column,
     prob_columns,
+    raw_columns,
 )
 
 
@@ -78,7 +86,7 @@ def environment() -> dict[str, str]:
 
 
 #: Format of ``model.json`` written now (see :class:`ModelRecord`; not the package version).
-MODEL_FORMAT_VERSION = 2
+MODEL_FORMAT_VERSION = 3
 
 
 def model_format_version(info: dict[str, Any], origin: str = "model.json") -> int:
@@ -107,7 +115,11 @@ class ModelRecord:
       block, a fusion ``dropout`` of 0.0 meaning "the default", sometimes no preprocessing record;
     - 1: cxrlab 0.1.0 (no ``format_version`` key): ``options`` and the preprocessing record with
       one ``mean``/``std`` number each;
-    - 2: ``format_version`` written; ``mean``/``std`` may be one value per channel (``data.normalize``).
+    - 2: ``format_version`` written; ``mean``/``std`` may be one value per channel (``data.normalize``);
+    - 3: ``calibration`` (the fitted calibration, :class:`cxrlab.evaluate.calibration.Calibration`'s
+      dict, or null) and ``operating`` (per label: the threshold rule and the value it reached on
+      validation); an older cxrlab would ignore the calibration and return other probabilities, so
+      it refuses the file.  Older formats read as "no calibration".
     """
 
     name: str
@@ -121,6 +133,10 @@ class ModelRecord:
     threshold_rule: str = "fixed 0.5"
     extra: dict[str, Any] = field(default_factory=dict)
     """Other keys of the file (ensembles: members, combine), kept when rewritten."""
+    calibration: dict[str, Any] | None = None
+    """The fitted calibration (method, parameters; chosen on validation), None for none."""
+    operating: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per label: ``{"rule", "validation_value"}`` of the threshold rule that chose its threshold."""
     format_version: int = field(default=MODEL_FORMAT_VERSION, compare=False)
     """The format of the file this record was read from (the current one for a new record);
     :meth:`to_dict` always writes the current format."""
@@ -128,9 +144,22 @@ class ModelRecord:
     @classmethod
     def new(cls, cfg: ExperimentConfig, labels: list[str], pre: Preprocess) -> ModelRecord:
         m = cfg.model
+        vocab = Vocabulary.load(cfg.data.vocabulary)
+        # whose names the labels are (several sources: canonical names), and the vocabulary that says so
+        extra = {"label_source": "canonical" if cfg.data.sources else cfg.data.source, "vocabulary": vocab.record()}
         return cls(name=m.name, labels=list(labels), task=cfg.task, in_chans=m.in_chans, preprocess=pre,
                    dropout=m.dropout, options=dict(m.options), thresholds=dict.fromkeys(labels, 0.5),
-                   threshold_rule=UNFINISHED_RULE)
+                   threshold_rule=UNFINISHED_RULE, extra=extra)
+
+    @property
+    def label_source(self) -> str | None:
+        """The source whose column names the labels are (``canonical``: the vocabulary's; None: older runs)."""
+        return self.extra.get("label_source")
+
+    @property
+    def vocabulary_version(self) -> str | None:
+        """The label vocabulary version the run used (None: a run from before the vocabulary)."""
+        return (self.extra.get("vocabulary") or {}).get("version")
 
     def to_dict(self) -> dict[str, Any]:
         p = self.preprocess
@@ -140,14 +169,15 @@ class ModelRecord:
             "task": self.task, "in_chans": self.in_chans, "dropout": self.dropout, "options": self.options,
             "input_size": p.size, "preprocess": p.to_record(),
             "normalization": {"mean": p.mean, "std": p.std, "scale": 1 / 255},
-            "thresholds": self.thresholds, "threshold_rule": self.threshold_rule,
+            "thresholds": self.thresholds, "threshold_rule": self.threshold_rule, "operating": self.operating,
+            "calibration": self.calibration,
         }
 
     @classmethod
     def from_dict(cls, info: dict[str, Any], origin: str = "model.json") -> ModelRecord:
         known = {"format_version", "architecture", "num_classes", "labels", "task", "in_chans", "dropout",
                  "options", "input_size", "preprocess", "normalization", "thresholds", "threshold_rule", "width",
-                 "convs", "backbones"}
+                 "convs", "backbones", "calibration", "operating"}
         fmt = model_format_version(info, origin)
         if fmt > MODEL_FORMAT_VERSION:
             raise CxrlabError(f"{origin}: model record format {fmt} is newer than this cxrlab reads "
@@ -164,15 +194,24 @@ class ModelRecord:
                        preprocess=preprocess_of_model_record(info, origin), dropout=dropout, options=options,
                        thresholds=dict(info.get("thresholds") or {}),
                        threshold_rule=info.get("threshold_rule", "fixed 0.5"),
-                       extra={k: v for k, v in info.items() if k not in known}, format_version=fmt)
+                       extra={k: v for k, v in info.items() if k not in known},
+                       calibration=info.get("calibration") or None, operating=dict(info.get("operating") or {}),
+                       format_version=fmt)
         except (KeyError, TypeError, ValueError) as e:
             raise CxrlabError(f"{origin}: broken model record ({type(e).__name__}: {e}); "
                               "re-create it by training again") from None
 
-    def with_thresholds(self, thresholds: dict[str, float], rule: str) -> ModelRecord:
+    def with_thresholds(self, thresholds: dict[str, float], rule: str,
+                        operating: dict[str, dict[str, Any]] | None = None) -> ModelRecord:
         from dataclasses import replace
 
-        return replace(self, thresholds=dict(thresholds), threshold_rule=rule)
+        return replace(self, thresholds=dict(thresholds), threshold_rule=rule, operating=dict(operating or {}))
+
+    def with_calibration(self, calibration: dict[str, Any] | None) -> ModelRecord:
+        """The record with a fitted calibration (a dict of :class:`cxrlab.evaluate.calibration.Calibration`)."""
+        from dataclasses import replace
+
+        return replace(self, calibration=calibration)
 
 
 class RunFolder:
@@ -181,7 +220,7 @@ class RunFolder:
     #: Files computed from the best weights: removed together whenever the weights may change.
     DERIVED = ("predictions.csv", "predictions_val.csv", "evaluation.json", "summary.json", "report.html",
                "skipped_images.csv", "model.onnx", "uncertainty.json", "card.md", "metadata.json", "ood.json", "localization_*.json",
-               "compare.html", "figures", "explain")
+               "audit_*.json", "audit_*.csv", "subgroups.json", "compare.html", "figures", "explain", "external")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -202,6 +241,7 @@ class RunFolder:
         self.ood_file = self.path / "ood.json"
         self.card_file = self.path / "card.md"
         self.metadata_file = self.path / "metadata.json"
+        self.subgroups_file = self.path / "subgroups.json"
 
     def create(self) -> RunFolder:
         self.figures.mkdir(parents=True, exist_ok=True)
@@ -271,9 +311,38 @@ class RunFolder:
         """``{key: file}`` of every ``cxrlab localize`` result (the key as :meth:`localization_file` spelt it)."""
         return {p.stem.removeprefix("localization_"): p for p in self.localization_files()}
 
+    def audit_file(self, method: str) -> Path:
+        """``audit_<method>.json``: one ``cxrlab audit`` result (:class:`~cxrlab.evaluate.records.AuditResult`)."""
+        return self.path / f"audit_{method}.json"
+
+    def audit_images_file(self, method: str) -> Path:
+        """``audit_<method>.csv``: the audit's values per (test image, label), for paired comparisons."""
+        return self.path / f"audit_{method}.csv"
+
+    def audit_results(self) -> dict[str, Path]:
+        """``{method: file}`` of every ``cxrlab audit`` result."""
+        return {p.stem.removeprefix("audit_"): p for p in sorted(self.path.glob("audit_*.json"))}
+
+    def external_dir(self, name: str) -> Path:
+        """``external/<name>/``: one external evaluation (``cxrlab evaluate RUN --on SOURCE --name NAME``)."""
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise CxrlabError(f"--name {name!r}: an external evaluation's name is one folder name (no slashes)")
+        return self.path / "external" / name
+
+    def external_files(self, name: str) -> dict[str, Path]:
+        """The files of one external evaluation: ``predictions`` (csv), ``result`` (json), ``report`` (html),
+        ``duplicates`` (json: the target images that copy training images)."""
+        d = self.external_dir(name)
+        return {"predictions": d / "predictions.csv", "result": d / "external.json", "report": d / "report.html",
+                "duplicates": d / "duplicates.json"}
+
+    def external_results(self) -> dict[str, Path]:
+        """``{name: external.json}`` of every external evaluation of this run."""
+        return {p.parent.name: p for p in sorted((self.path / "external").glob("*/external.json"))}
+
     #: Every figure a run draws, by what it shows (:meth:`figure` gives its file).
     FIGURES = ("training_curves", "roc", "pr", "reliability", "confusion", "localization", "cam_overlays",
-               "mc_dropout_std")
+               "mc_dropout_std", "audit_suspects", "subgroups")
 
     def figure(self, name: str, key: str | None = None) -> Path:
         """The file of figure ``name`` (one of :attr:`FIGURES`); ``key``: one localisation result's own."""

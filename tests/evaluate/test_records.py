@@ -66,9 +66,10 @@ def tables():
 def test_evaluation_json_keeps_its_keys_and_gains_a_version(tables, task):
     table, labels = tables[task]
     raw = (evaluate_multiclass(table, labels, n_boot=30) if task == "multiclass"
-           else evaluate_multilabel(table, labels, table, n_boot=30, operating=task == "binary"))
+           else evaluate_multilabel(table, labels, table, n_boot=30, operating=True))  # every label's point
     written = evaluate_tables(table, labels, task, table, n_boot=30)
     assert written.pop("format_version") == Evaluation.FORMAT_VERSION and written.pop("task") == task
+    assert written.pop("calibration_effect")["method"] == "none"  # added by the calibration issue (19)
     _same(raw, written)  # every key older readers and the study code read is still there, same numbers
     back = Evaluation.from_dict(json.loads(json.dumps(json_safe(evaluate_tables(table, labels, task, table, 30)))))
     _same(back.to_dict(), evaluate_tables(table, labels, task, table, n_boot=30))  # a file reads back whole

@@ -64,8 +64,13 @@ def _per_label(labels: list[str], value: float | dict[str, float], what: str) ->
 
 
 def apply_policy(raw: np.ndarray, labels: list[str], uncertain: str | dict[str, str] = "ignore",
-                 blank: str = "negative", flip_p: float | dict[str, float] = 0.5) -> LabelPlan:
-    """Map raw labels (1/0/-1/NaN) to training targets; log what changed, with counts."""
+                 blank: str = "negative", flip_p: float | dict[str, float] = 0.5,
+                 absent: np.ndarray | None = None) -> LabelPlan:
+    """Map raw labels (1/0/-1/NaN) to training targets; log what changed, with counts.
+
+    ``absent`` (N, L) marks labels the image's dataset does not have (several sources in one run,
+    :meth:`~cxrlab.data.manifest.Manifest.absent_mask`): they stay NaN whatever ``blank`` says.
+    """
     raw = np.asarray(raw, dtype=np.float32)
     values = set(np.unique(raw[~np.isnan(raw)]).tolist())
     if not values <= {-1.0, 0.0, 1.0}:
@@ -77,6 +82,8 @@ def apply_policy(raw: np.ndarray, labels: list[str], uncertain: str | dict[str, 
     out = raw.copy()
     unc = raw == -1
     blank_mask = np.isnan(raw)
+    if absent is not None:
+        blank_mask = blank_mask & ~absent
     out[blank_mask] = np.nan if blank == "ignore" else 0.0
     flip = np.zeros_like(unc)
     counts = {}
@@ -93,6 +100,8 @@ def apply_policy(raw: np.ndarray, labels: list[str], uncertain: str | dict[str, 
             out[col, j] = 0.0
             flip[col, j] = True
         counts[lab] = {"uncertain": int(col.sum()), "blank": int(blank_mask[:, j].sum()), "policy": pol}
+        if absent is not None and absent[:, j].any():
+            counts[lab]["absent"] = int(absent[:, j].sum())
         if col.any():
             log.info("label %s: %d uncertain -> %s", lab, int(col.sum()), pol)
     return LabelPlan(out, flip, p, unc, policies, counts)

@@ -44,6 +44,9 @@ from cxrlab.data.phantom_layouts.draw import ellipse as _ellipse
 from cxrlab.data.phantom_layouts.draw import point_in as _point_in
 from cxrlab.data.phantom_layouts.draw import smooth_noise as _smooth_noise
 from cxrlab.data.phantom_layouts.draw import soft as _soft
+from cxrlab.data.phantom_layouts.shortcut import Shortcut, burn_in
+from cxrlab.data.phantom_layouts.site import Site, site_box, site_of
+from cxrlab.data.phantom_layouts.site import prevalence as site_prevalence
 
 LABELS: tuple[str, ...] = (
     "Nodule",
@@ -83,6 +86,10 @@ class PhantomImage:
     boxes: list[tuple[str, Box]] = field(default_factory=list)
     patient: int = 0
     follow_up: int = 0
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    """``render(masks=True)``: bool (S, S) ``right_lung``, ``left_lung``, ``heart`` (see :func:`anatomy_masks`)."""
+    shortcut: bool = False
+    """Whether the planted shortcut's text is burned in (``render(shortcut=...)``)."""
 
 
 _PARTITIONS = ((0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 2))  # patient slot of each image in a block
@@ -101,7 +108,9 @@ def patient_of(index: int, seed: int) -> tuple[int, int]:
     return block * 3 + slot + 1, part[:pos].count(slot)
 
 
-def render(index: int, size: int = 256, seed: int = 0, *, subtle: bool = False) -> PhantomImage:
+def render(index: int, size: int = 256, seed: int = 0, *, subtle: bool = False,
+           site: str | Site | None = None, masks: bool = False, shortcut: Shortcut | None = None,
+           fade: float = 1.0) -> PhantomImage:
     """Draw phantom image ``index`` of the dataset with this ``seed``.
 
     Args:
@@ -110,6 +119,13 @@ def render(index: int, size: int = 256, seed: int = 0, *, subtle: bool = False) 
         seed: dataset seed; the same ``(seed, index, size)`` gives the same image.
         subtle: draw nodules small (:data:`SUBTLE_NODULE`) beside mimics (:data:`SUBTLE_MIMICS`); off
             by default.
+        site: the hospital (:mod:`cxrlab.data.phantom_layouts.site`): ``"B"`` changes acquisition, field
+            of view, burned-in text and prevalence; None or ``"A"`` draws the default phantom.
+        masks: also return the exact lung and heart masks (``PhantomImage.masks``); no pixel changes.
+        shortcut: burn text into the lower left corner of the images its rule picks
+            (:mod:`cxrlab.data.phantom_layouts.shortcut`); every other pixel stays as without it.
+        fade: draw every lesion at this intensity (a planted subgroup effect,
+            :mod:`cxrlab.data.phantom_layouts.subgroup`); the labels do not change.  1: as always.
 
     Returns:
         The image, its label dict (0/1 per :data:`LABELS`) and its true boxes.
@@ -121,9 +137,15 @@ def render(index: int, size: int = 256, seed: int = 0, *, subtle: bool = False) 
     rng = np.random.default_rng([seed, 2, index])  # this image: lesions, noise, pose
     anatomy = Anatomy.draw(prng)
     sx, sy = rng.normal(0, 0.012, size=2)
-    labels = {name: int(rng.random() < PREVALENCE[name]) for name in LABELS}
-    pixels, boxes = draw_frontal(size, anatomy, (sx, sy), rng, labels, subtle=subtle)
-    return PhantomImage(pixels=pixels, labels=labels, boxes=boxes, patient=patient, follow_up=follow_up)
+    where = site_of(site)
+    labels = {name: int(rng.random() < site_prevalence(PREVALENCE[name], where)) for name in LABELS}
+    marked = shortcut is not None and shortcut.marked(seed, index, bool(labels[shortcut.label]))
+    out_masks: dict[str, np.ndarray] | None = {} if masks else None
+    findings = labels if fade == 1 else {k: v * fade for k, v in labels.items()}  # same draws, fainter
+    pixels, boxes = draw_frontal(size, anatomy, (sx, sy), rng, findings, subtle=subtle, site=where,
+                                 masks=out_masks, burn_text=marked)
+    return PhantomImage(pixels=pixels, labels=labels, boxes=boxes, patient=patient, follow_up=follow_up,
+                        masks=out_masks or {}, shortcut=marked)
 
 
 def draw_frontal(
@@ -135,13 +157,19 @@ def draw_frontal(
     *,
     subtle: bool = False,
     extra: Extra | None = None,
+    site: Site | None = None,
+    masks: dict[str, np.ndarray] | None = None,
+    burn_text: bool = False,
 ) -> tuple[np.ndarray, list[tuple[str, Box]]]:
     """Draw one frontal radiograph; return uint8 pixels and the true boxes.
 
     ``findings`` maps :data:`LABELS` names to an intensity: 0 (or missing) =
     absent, 1 = as in the default phantom, in between = a milder (fainter,
     smaller) lesion.  ``extra(canvas, rng)`` draws further patterns after the
-    standard lesions and returns their boxes.
+    standard lesions and returns their boxes.  ``site`` draws another hospital's acquisition
+    (:func:`cxrlab.data.phantom_layouts.site.apply_site`; boxes follow its field of view).
+    A ``masks`` dict is filled with the anatomy's masks (:func:`anatomy_masks`); ``burn_text``
+    burns the planted shortcut's text in before the acquisition (neither draws a random number).
     """
     xx, yy = grid(size)
     a = anatomy
@@ -263,7 +291,31 @@ def draw_frontal(
         boxes += extra(canvas, rng)
         img = canvas.img
 
-    return acquire(img, xx, yy, rng), boxes
+    if burn_text:
+        img = burn_in(img, xx, yy)
+    if masks is not None:
+        masks.update(anatomy_masks(lung_masks, heart_d2, site))
+    if site is not None:
+        boxes = [(name, site_box(b, size, site)) for name, b in boxes]
+    return acquire(img, xx, yy, rng, site), boxes
+
+
+def anatomy_masks(lung_masks: list[np.ndarray], heart_d2: np.ndarray, site: Site | None = None) -> dict[str, np.ndarray]:
+    """The structures the phantom drew, as bool masks: ``right_lung``, ``left_lung``, ``heart``.
+
+    Left and right are the patient's (a PA view: the right lung on the image's left).  A lung
+    is its ellipse less the heart shadow, as lung segmentations (CheXmask) leave the heart out;
+    every lung finding the phantom draws lies inside it.  A site's field of view (zoom) moves
+    the masks as it moves the pixels.
+    """
+    heart = heart_d2 < 1.0
+    out = {"right_lung": lung_masks[0] & ~heart, "left_lung": lung_masks[1] & ~heart, "heart": heart}
+    if site is not None and site.zoom != 1.0:
+        size = heart.shape[0]
+        m = cv2.getRotationMatrix2D((size / 2, size / 2), 0.0, site.zoom)
+        out = {k: cv2.warpAffine(v.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR) >= 0.5
+               for k, v in out.items()}
+    return out
 
 
 def _mimics(xx: np.ndarray, yy: np.ndarray, size: int, interior: list[np.ndarray],

@@ -7,7 +7,8 @@ Layout (the same files the ``nih14`` source reads)::
       Data_Entry_2017.csv               NIH columns (incl. the split header quirk)
       BBox_List_2017.csv                one box per row: x, y, w, h in image pixels
       train_val_list.txt  test_list.txt official-style split, by patient
-      phantom.json                      how it was made (seed, size, n, labels)
+      phantom.json                      how it was made (seed, size, n, labels; shortcut rule if planted)
+      masks/<structure>/<image>.png     lung and heart masks, only with ``masks=True``
 
 Image names follow NIH: ``{patient:08d}_{follow_up:03d}.png``.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +28,9 @@ import cv2
 import numpy as np
 
 from cxrlab.data.phantom import LABELS, PhantomImage, render
+from cxrlab.data.phantom_layouts.shortcut import Shortcut
+from cxrlab.data.phantom_layouts.site import site_of
+from cxrlab.data.phantom_layouts.subgroup import SubgroupGap
 from cxrlab.data.workers import worker_pool
 from cxrlab.errors import CxrlabError
 from cxrlab.progress import progress
@@ -46,12 +51,20 @@ def _is_test_patient(patient: int, seed: int, test_fraction: float) -> bool:
     return bool(np.random.default_rng([seed, 3, patient]).random() < test_fraction)
 
 
-def _render_and_save(args: tuple[int, int, int, str, bool]) -> PhantomImage:
-    index, size, seed, image_dir, subtle = args
-    item = render(index, size=size, seed=seed, subtle=subtle)
+def _render_and_save(args: tuple) -> PhantomImage:
+    index, size, seed, image_dir, subtle, *rest = args
+    opts = rest[0] if rest else {}  # only the options that are set: site, masks_dir, shortcut
+    masks_dir = opts.get("masks_dir")
+    item = render(index, size=size, seed=seed, subtle=subtle, site=opts.get("site"),
+                  masks=masks_dir is not None, shortcut=opts.get("shortcut"), fade=opts.get("fade", 1.0))
     path = os.path.join(image_dir, image_name(item.patient, item.follow_up))
     if not cv2.imwrite(path, item.pixels):
         raise CxrlabError(f"{path}: could not write image")
+    for structure, mask in item.masks.items():  # masks/<structure>/<image stem>.png, 0 / 255
+        mpath = os.path.join(masks_dir, structure, image_name(item.patient, item.follow_up))
+        if not cv2.imwrite(mpath, mask.astype(np.uint8) * 255):
+            raise CxrlabError(f"{mpath}: could not write mask")
+    item.masks = {}
     item.pixels = np.empty(0, np.uint8)  # do not ship pixels back between processes
     return item
 
@@ -64,6 +77,10 @@ def write_phantom(
     test_fraction: float = 0.2,
     workers: int | None = None,
     subtle: bool = False,
+    site: str | None = None,
+    masks: bool = False,
+    shortcut: Shortcut | str | None = None,
+    subgroup_gap: SubgroupGap | str | None = None,
 ) -> Path:
     """Generate ``n`` phantom images into ``out`` (NIH layout) and return ``out``.
 
@@ -77,6 +94,17 @@ def write_phantom(
         subtle: small nodules (radius 0.4-0.6% of the width) beside nodule mimics
             that low resolutions cannot tell apart; off by default (the default
             output is unchanged).
+        site: the phantom hospital (``"B"``: other acquisition, field of view, burned-in text and
+            prevalence; :mod:`cxrlab.data.phantom_layouts.site`); None or ``"A"``: the default.
+        masks: also write the exact lung and heart masks, ``masks/<structure>/<image>.png``
+            (``right_lung``, ``left_lung``, ``heart``; 0/255, original pixels), read by
+            :func:`cxrlab.data.masks.read_masks`; the images do not change.
+        shortcut: plant a shortcut (:class:`~cxrlab.data.phantom_layouts.shortcut.Shortcut` or
+            ``"LABEL:0.9:0.1"``): burned-in text outside the lungs in that share of the label's
+            positives and negatives; recorded in ``phantom.json``.
+        subgroup_gap: plant a subgroup effect (:class:`~cxrlab.data.phantom_layouts.subgroup.SubgroupGap`
+            or ``"sex=F:0.5"``): every lesion of that group's images drawn at that intensity, labels
+            unchanged; recorded in ``phantom.json``.
     """
     if n < 1:
         raise CxrlabError(f"phantom: --n must be >= 1, got {n}")
@@ -84,7 +112,24 @@ def write_phantom(
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    jobs = [(i, size, seed, str(image_dir), subtle) for i in range(n)]
+    site_of(site)  # an unknown site is one line before anything is drawn
+    if isinstance(shortcut, str):
+        shortcut = Shortcut.parse(shortcut, LABELS)
+    if masks:
+        shutil.rmtree(out / "masks", ignore_errors=True)  # no stale mask of an earlier phantom
+        for structure in ("right_lung", "left_lung", "heart"):
+            (out / "masks" / structure).mkdir(parents=True, exist_ok=True)
+    opts = {k: v for k, v in {"site": site, "masks_dir": str(out / "masks") if masks else None,
+                              "shortcut": shortcut}.items() if v}
+    age_rng = np.random.default_rng([seed, 4])  # drawn before the images: a planted gap needs them
+    ages = age_rng.integers(18, 90, size=n)
+    sexes = age_rng.choice(["M", "F"], size=n)
+    if isinstance(subgroup_gap, str):
+        subgroup_gap = SubgroupGap.parse(subgroup_gap)
+    fades = subgroup_gap.factors(ages, sexes) if subgroup_gap is not None else np.ones(n)
+    jobs = [(i, size, seed, str(image_dir), subtle, *([opts] if opts else []))
+            if fades[i] == 1 else (i, size, seed, str(image_dir), subtle, {**opts, "fade": float(fades[i])})
+            for i in range(n)]
     items: list[PhantomImage] = []
     if workers > 1 and n >= 64:
         with worker_pool(workers) as pool:
@@ -94,9 +139,6 @@ def write_phantom(
         items = [_render_and_save(j) for j in progress(jobs, desc="phantom")]
 
     rows, boxes, train_val, test = [], [], [], []
-    age_rng = np.random.default_rng([seed, 4])
-    ages = age_rng.integers(18, 90, size=n)
-    sexes = age_rng.choice(["M", "F"], size=n)
     for item, age, sex in zip(items, ages, sexes, strict=True):
         name = image_name(item.patient, item.follow_up)
         found = [k for k in LABELS if item.labels[k]]
@@ -114,6 +156,19 @@ def write_phantom(
             "test_fraction": test_fraction, "labels": list(LABELS)}
     if subtle:  # only when set, so that the default phantom.json stays as it was
         meta["subtle"] = True
+    if site_of(site) is not None:  # likewise
+        meta["site"] = site_of(site).to_dict()
+    if masks:
+        meta["masks"] = {"layout": "masks/<structure>/<image>.png", "structures": ["right_lung", "left_lung", "heart"],
+                         "pixels": "original", "values": "0 outside, 255 inside"}
+    if shortcut is not None:
+        pos = [it for it in items if it.labels[shortcut.label]]
+        neg = [it for it in items if not it.labels[shortcut.label]]
+        meta["shortcut"] = {**shortcut.to_dict(size),
+                            "marked_positives": [sum(it.shortcut for it in pos), len(pos)],
+                            "marked_negatives": [sum(it.shortcut for it in neg), len(neg)]}
+    if subgroup_gap is not None:
+        meta["subgroup_gap"] = {**subgroup_gap.to_dict(), "images": int(np.sum(fades != 1))}
     atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
     return out
 

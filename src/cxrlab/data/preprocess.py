@@ -237,3 +237,40 @@ class Geometry:
     def image_in_model(self) -> Box:
         """Where the original image lies in model coordinates (all of it for squash)."""
         return self.to_model((0.0, 0.0, float(self.width), float(self.height)))
+
+    def mask_to_model(self, mask: np.ndarray, where: str = "mask") -> np.ndarray:
+        """An original-pixel mask -> bool (S, S) mask over the model input, mapped as boxes are.
+
+        Letterbox pads the mask as the image (background), then both resize with area
+        averaging; a model pixel is in the mask when at least half of it is covered (a
+        mask smaller than that keeps its best-covered pixel, so a tiny lesion never vanishes).
+        A mask of another size than the image (CheXmask at 1024 px for a 3000 px image) is
+        first resized to the image; one of another aspect ratio cannot be the image's and
+        is refused.
+
+        Raises:
+            CxrlabError: a mask that is not 2-D, or whose aspect ratio is not the image's.
+        """
+        m = np.asarray(mask)
+        if m.ndim != 2 or min(m.shape) == 0:
+            raise CxrlabError(f"{where}: a mask must be a 2-D array, got shape {m.shape}")
+        f = m.astype(np.float32)
+        h, w = m.shape
+        if (h, w) != (self.height, self.width):
+            if abs((w / h) / (self.width / self.height) - 1.0) > 0.02:
+                raise CxrlabError(f"{where}: the mask is {w}x{h} px, its image {self.width}x{self.height}: another "
+                                  "aspect ratio, so it is not this image's mask (masks cover the whole image)")
+            shrink = w >= self.width and h >= self.height
+            f = cv2.resize(f, (self.width, self.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if self.p.resize == "letterbox":
+            side = max(self.width, self.height)
+            padded = np.zeros((side, side), np.float32)
+            y0, x0 = (side - self.height) // 2, (side - self.width) // 2
+            padded[y0:y0 + self.height, x0:x0 + self.width] = f
+            f = padded
+        s = self.p.size
+        cover = cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA if min(f.shape) >= s else cv2.INTER_LINEAR)
+        out = cover >= 0.5
+        if not out.any() and cover.max() > 0:
+            out = cover == cover.max()
+        return out

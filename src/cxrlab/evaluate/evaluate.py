@@ -2,10 +2,13 @@
 
 Works from prediction tables alone (the predictions schema of
 :mod:`cxrlab.tables`), so evaluation never needs the model.
-Thresholds are chosen on validation (Youden's J) and only applied to test.
-Binary runs also get the rates at that threshold (accuracy, sensitivity,
-specificity, PPV, NPV) with bootstrap CIs and the confusion matrix; multi-class
-runs per-class CIs and top-label calibration.
+Thresholds are chosen on validation (Youden's J, or a rule of
+:func:`cxrlab.evaluate.operating.choose_threshold`) and only applied to test.
+Multi-label and binary labels get the rates at that threshold (accuracy, sensitivity,
+specificity, PPV, NPV; PPV and NPV at a stated prevalence) with bootstrap CIs and the
+confusion counts; multi-class runs per-class CIs and top-label calibration.  Every
+run gets its calibration before and after its fitted calibration (Brier, slope,
+intercept, ECE in equal-width and equal-mass bins).
 """
 
 from __future__ import annotations
@@ -22,11 +25,24 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.calibration import calibration_effect
 from cxrlab.evaluate.metrics import macro, per_label_auc
-from cxrlab.evaluate.operating import confusion_counts, multiclass_class_cis, operating_point, rates
-from cxrlab.evaluate.records import Evaluation, fresh
+from cxrlab.evaluate.operating import (
+    DEFAULT_RULE,
+    choose_threshold,
+    confusion_counts,
+    multiclass_class_cis,
+    operating_point,
+    parse_rule,
+    rates,
+)
+from cxrlab.evaluate.records import CalibrationEffect, Evaluation, fresh
 from cxrlab.evaluate.stats import bootstrap_aucs, bootstrap_weights, percentile_ci, weighted_auc
-from cxrlab.tables import prob_columns
+from cxrlab.tables import prob_columns, raw_columns
+
+#: A threshold rule for every label, or one per label (labels not named get :data:`DEFAULT_RULE`).
+Rules = str | dict[str, str] | None
 
 
 def split_prediction_table(pred: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,14 +121,63 @@ def _micro_auc_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, n_boo
     return float(point), lo, hi
 
 
+def rule_of(rules: Rules, label: str) -> str:
+    """The threshold rule of ``label`` (``rules``: one for all, or ``{label: rule}``)."""
+    if isinstance(rules, dict):
+        return rules.get(label, DEFAULT_RULE)
+    return rules or DEFAULT_RULE
+
+
+def check_rules(rules: Rules, prevalence: dict[str, float] | None, labels: list[str]) -> None:
+    """One line for a rule or prevalence naming a label the model lacks, an unknown rule or a bad prevalence."""
+    named = {**(rules if isinstance(rules, dict) else {}), **(prevalence or {})}
+    unknown = sorted(set(named) - set(labels))
+    if unknown:
+        raise CxrlabError(f"evaluate.threshold_rule/prevalence name {', '.join(unknown)}, not a label of the run "
+                          f"(labels: {', '.join(labels)})")
+    for lab in labels:
+        try:
+            parse_rule(rule_of(rules, lab))
+        except ValueError as e:
+            raise CxrlabError(f"evaluate.threshold_rule: {e}") from None
+    for lab, v in (prevalence or {}).items():
+        if not 0 < float(v) < 1:
+            raise CxrlabError(f"evaluate.prevalence: {lab}={v}: a deployment prevalence must lie in (0, 1)")
+
+
+def _choose(vy: np.ndarray | None, vp: np.ndarray | None, rule: str, lab: str) -> tuple[float, str, Any]:
+    """(threshold, the rule as evaluation.json names it, the choice) of one label on validation."""
+    if vy is None:
+        return 0.5, "fixed", None
+    choice = choose_threshold(vy, vp, rule)
+    if not choice.reached:
+        name, target = parse_rule(rule)
+        n = int(np.sum(~np.isnan(vy)))
+        raise CxrlabError(f"evaluate.threshold_rule={rule}: no threshold reaches {name} {target:g} for {lab} on "
+                          f"validation (best {choice.value:.3f} over {n} images); lower the target or use youden")
+    if not np.isfinite(choice.threshold):
+        return 0.5, "fixed", None
+    return choice.threshold, f"{rule}(val)", choice
+
+
 def evaluate_multilabel(test: pd.DataFrame, labels: list[str], val: pd.DataFrame | None = None,
-                        n_boot: int = 1000, seed: int = 0, operating: bool = False) -> dict[str, Any]:
+                        n_boot: int = 1000, seed: int = 0, operating: bool = False, rules: Rules = None,
+                        prevalence: dict[str, float] | None = None) -> dict[str, Any]:
     """AUC (per label, macro, micro) with 95% bootstrap CIs, thresholds, sens/spec, AP, ECE.
 
     Args:
         operating: also give each label's ``operating_point`` (accuracy, sensitivity, specificity,
-            PPV, NPV with CIs, confusion counts) at its validation-chosen threshold (binary runs).
+            PPV, NPV with CIs, confusion counts, the rule and what it reached on validation) at its
+            validation-chosen threshold.
+        rules: the threshold rule (:func:`cxrlab.evaluate.operating.choose_threshold`), one for all
+            labels or ``{label: rule}``; Youden's J by default.
+        prevalence: ``{label: p}``: PPV and NPV at a deployment prevalence too (in the operating point).
+
+    Raises:
+        CxrlabError: a rule target that no threshold reaches on validation (naming the label and the
+            best value reached), a rule or prevalence for a label the run lacks.
     """
+    check_rules(rules, prevalence, labels)
     y, p, groups = split_prediction_table(test, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -124,10 +189,8 @@ def evaluate_multilabel(test: pd.DataFrame, labels: list[str], val: pd.DataFrame
     vy, vp = (split_prediction_table(val, labels)[:2] if val is not None else (None, None))
     for j, lab in enumerate(labels):
         lo, hi = percentile_ci(boot[:, j])
-        thr = youden_threshold(vy[:, j], vp[:, j]) if vy is not None else float("nan")
-        rule = "youden(val)"
-        if not np.isfinite(thr):
-            thr, rule = 0.5, "fixed"
+        thr, rule, choice = _choose(vy[:, j] if vy is not None else None, vp[:, j] if vp is not None else None,
+                                    rule_of(rules, lab), lab)
         sens, spec = sens_spec(y[:, j], p[:, j], thr)
         keep = ~np.isnan(y[:, j])
         ap = (float(average_precision_score(y[keep, j], p[keep, j]))
@@ -140,8 +203,11 @@ def evaluate_multilabel(test: pd.DataFrame, labels: list[str], val: pd.DataFrame
             "sensitivity": sens, "specificity": spec, "ppv": ppv, "ece": ece,
         }
         if operating:
-            out["per_label"][lab]["operating_point"] = operating_point(
-                y[:, j], p[:, j], thr, n_boot, np.random.default_rng(seed + 2 + j), groups)
+            op = operating_point(y[:, j], p[:, j], thr, n_boot, np.random.default_rng(seed + 2 + j), groups,
+                                 prevalence=(prevalence or {}).get(lab))
+            if choice is not None:
+                op.update(rule=choice.rule, validation_value=choice.value)
+            out["per_label"][lab]["operating_point"] = op
     lo, hi = percentile_ci(macro_boot)
     out["macro_auc"] = {"auc": macro(aucs), "ci_low": lo, "ci_high": hi}
     m, mlo, mhi = _micro_auc_ci(y, p, groups, min(n_boot, 200), seed)
@@ -190,18 +256,36 @@ def evaluate_multiclass(test: pd.DataFrame, labels: list[str], n_boot: int = 100
     }
 
 
+def calibration_of(test: pd.DataFrame, labels: list[str], task: str, method: str = "none",
+                   summary: str = "") -> CalibrationEffect:
+    """Calibration of the test table before (``raw_<label>``) and after (``prob_<label>``) the run's fitted
+    calibration; a table without ``raw_`` columns (no calibration, older runs) has before = after."""
+    y, p, _ = split_prediction_table(test, labels)
+    has_raw = all(c in test.columns for c in raw_columns(labels))
+    raw = test[raw_columns(labels)].to_numpy(dtype=float) if has_raw else p
+    return CalibrationEffect.from_dict(calibration_effect(y, raw, p, labels, task, method if has_raw else "none",
+                                                          summary if has_raw else ""))
+
+
 def evaluation_of(test: pd.DataFrame, labels: list[str], task: str, val: pd.DataFrame | None = None,
-                  n_boot: int = 1000, seed: int = 0) -> Evaluation:
-    """The :class:`~cxrlab.evaluate.records.Evaluation` of a task from its prediction tables (binary runs get
-    the operating point too); write it with ``to_dict()``."""
+                  n_boot: int = 1000, seed: int = 0, rules: Rules = None, prevalence: dict[str, float] | None = None,
+                  calibration: tuple[str, str] = ("none", "")) -> Evaluation:
+    """The :class:`~cxrlab.evaluate.records.Evaluation` of a task from its prediction tables; write it with
+    ``to_dict()``.
+
+    Every multi-label and binary label gets its operating point at the threshold ``rules`` chose on
+    validation (and PPV/NPV at ``prevalence``); ``calibration``: (method, summary) of the run's fitted
+    calibration, for the before/after record (:func:`calibration_of`).
+    """
     if task == "multiclass":
         raw = evaluate_multiclass(test, labels, n_boot, seed)
     else:
-        raw = evaluate_multilabel(test, labels, val, n_boot, seed, operating=task == "binary")
-    return fresh(Evaluation, {**raw, "task": task})
+        raw = evaluate_multilabel(test, labels, val, n_boot, seed, operating=True, rules=rules, prevalence=prevalence)
+    return fresh(Evaluation, {**raw, "task": task},
+                 calibration_effect=calibration_of(test, labels, task, *calibration))
 
 
 def evaluate_tables(test: pd.DataFrame, labels: list[str], task: str, val: pd.DataFrame | None = None,
-                    n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+                    n_boot: int = 1000, seed: int = 0, **options: Any) -> dict[str, Any]:
     """:func:`evaluation_of` as the dict ``evaluation.json`` holds (for readers of dicts)."""
-    return evaluation_of(test, labels, task, val, n_boot, seed).to_dict()
+    return evaluation_of(test, labels, task, val, n_boot, seed, **options).to_dict()

@@ -127,27 +127,109 @@ class Estimate:
 RATES = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
 
 
+#: PPV and NPV at a deployment prevalence the user states (``evaluate.prevalence``).
+ADJUSTED = ("ppv_at_prevalence", "npv_at_prevalence")
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A binary label's decisions at its validation-chosen threshold: rates with CIs, confusion counts."""
+    """A label's decisions at its validation-chosen threshold: rates with CIs, confusion counts.
+
+    ``rule`` is the threshold rule (``youden``, ``sensitivity:0.9``...; None in older files) and
+    ``validation`` the value its rate reached on validation (J, F1, or the targeted rate);
+    ``prevalence`` and ``adjusted`` (:data:`ADJUSTED`: PPV and NPV there, with CIs) when the user
+    stated a deployment prevalence.
+    """
 
     threshold: float
     confusion: dict[str, int]
     normalised: list[list[float]]
     rates: dict[str, Estimate]
     n_boot: int | None = None
+    rule: str | None = None
+    validation: float = NAN
+    prevalence: float | None = None
+    adjusted: dict[str, Estimate] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "confusion": dict(self.confusion), "n_boot": self.n_boot,
-                "normalised": self.normalised, **{k: e.to_dict("value") for k, e in self.rates.items()}}
+        out = {"threshold": self.threshold, "confusion": dict(self.confusion), "n_boot": self.n_boot,
+               "normalised": self.normalised, **{k: e.to_dict("value") for k, e in self.rates.items()}}
+        if self.rule is not None:
+            out.update(rule=self.rule, validation_value=self.validation)
+        if self.prevalence is not None:
+            out.update(prevalence=self.prevalence, **{k: e.to_dict("value") for k, e in self.adjusted.items()})
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> OperatingPoint | None:
         if not d:
             return None
+        prev = d.get("prevalence")
         return cls(_num(d.get("threshold")), {k: int(v) for k, v in (d.get("confusion") or {}).items()},
                    d.get("normalised") or [[NAN, NAN], [NAN, NAN]],
-                   {k: Estimate.from_dict(d.get(k), "value") for k in RATES if k in d}, _int(d.get("n_boot")))
+                   {k: Estimate.from_dict(d.get(k), "value") for k in RATES if k in d}, _int(d.get("n_boot")),
+                   d.get("rule"), _num(d.get("validation_value")), None if prev is None else float(prev),
+                   {k: Estimate.from_dict(d.get(k), "value") for k in ADJUSTED if k in d})
+
+
+# ---- calibration before and after (evaluation.json["calibration_effect"]) ----------------
+
+@dataclass(frozen=True)
+class CalibrationStats:
+    """How well one label's probabilities match its outcomes on the test split.
+
+    ``slope``/``intercept``: logistic recalibration (1 and 0 are perfect; a slope below 1 means
+    overconfident); ``ece_width``/``ece_mass``: ECE over equal-width and equal-mass bins, with their
+    reliability curves (``{"confidence", "observed", "count"}`` per non-empty bin).
+    """
+
+    n: int
+    brier: float
+    slope: float
+    intercept: float
+    ece_width: float
+    ece_mass: float
+    curve: dict[str, list[float]] = field(default_factory=dict)
+    curve_mass: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "brier": self.brier, "slope": self.slope, "intercept": self.intercept,
+                "ece_width": self.ece_width, "ece_mass": self.ece_mass, "curve": self.curve,
+                "curve_mass": self.curve_mass}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CalibrationStats:
+        return cls(int(d.get("n") or 0), *(_num(d.get(k)) for k in ("brier", "slope", "intercept", "ece_width",
+                                                                      "ece_mass")),
+                   dict(d.get("curve") or {}), dict(d.get("curve_mass") or {}))
+
+
+@dataclass(frozen=True)
+class CalibrationEffect:
+    """The test split's calibration before (the model's activation) and after the fitted calibration.
+
+    ``method`` is ``none`` for a run without one (``before`` and ``after`` then hold the same numbers);
+    ``summary`` its parameters in words (``temperature scaling, T = 2.1``).
+    """
+
+    method: str
+    before: dict[str, CalibrationStats]
+    after: dict[str, CalibrationStats]
+    summary: str = ""
+    bins: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "summary": self.summary, "bins": self.bins,
+                "before": {k: v.to_dict() for k, v in self.before.items()},
+                "after": {k: v.to_dict() for k, v in self.after.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> CalibrationEffect | None:
+        if not d:
+            return None
+        return cls(d.get("method") or "none", {k: CalibrationStats.from_dict(v) for k, v in (d.get("before") or {}).items()},
+                   {k: CalibrationStats.from_dict(v) for k, v in (d.get("after") or {}).items()},
+                   d.get("summary") or "", int(d.get("bins") or 10))
 
 
 @dataclass(frozen=True)
@@ -237,6 +319,8 @@ class Evaluation:
     confusion_matrix: list[list[int]] | None = None
     confusion_normalised: list[list[float]] | None = None
     calibration: dict[str, Any] | None = None
+    calibration_effect: CalibrationEffect | None = None
+    """Brier, slope, intercept and ECE before and after the run's fitted calibration (None in older files)."""
     format_version: int = FORMAT_VERSION
 
     # ---- what readers ask -------------------------------------------------------------
@@ -285,6 +369,8 @@ class Evaluation:
         """The ``evaluation.json`` dict: the keys of format 1, plus ``format_version`` and ``task``."""
         head: dict[str, Any] = {"format_version": self.format_version, "task": self.task, "n": self.n,
                                 "n_boot": self.n_boot, "resampling": self.resampling}
+        if self.calibration_effect is not None:
+            head["calibration_effect"] = self.calibration_effect.to_dict()
         if self.task == "multiclass":
             return {**head, "accuracy": (self.accuracy or Estimate(NAN)).to_dict("value"),
                     "confusion_matrix": self.confusion_matrix, "confusion_normalised": self.confusion_normalised,
@@ -314,6 +400,7 @@ class Evaluation:
                    accuracy=Estimate.from_dict(acc, "value") if acc is not None else None,
                    macro_f1=_num(d.get("macro_f1")), confusion_matrix=d.get("confusion_matrix"),
                    confusion_normalised=d.get("confusion_normalised"), calibration=d.get("calibration"),
+                   calibration_effect=CalibrationEffect.from_dict(d.get("calibration_effect")),
                    format_version=_version(d))
 
     @classmethod
@@ -589,3 +676,482 @@ class Comparison:
     def significant(self) -> list[str]:
         """Labels whose Holm-adjusted DeLong p is below 0.05."""
         return [lab for lab, c in self.per_label.items() if finite(c.p_holm) and c.p_holm < 0.05]
+
+
+# ---- audit_<method>.json (cxrlab audit: where the model looks) ---------------------------
+
+def _est(d: Any) -> Estimate | None:
+    return None if d is None else Estimate.from_dict(d, "value")
+
+
+def _est_dict(e: Estimate | None) -> dict[str, Any] | None:
+    return None if e is None else e.to_dict("value")
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """The CAM against a true box or finding mask of one label, with the two baselines' values.
+
+    ``share``/``hit``/``iou``: energy share inside, pointing-game hit rate and IoU at the audit's level,
+    on all positives with a box; ``*_tp``: on the true positives among them; ``uniform``/``gaussian``:
+    ``{"share", "hit", "iou"}`` of a uniform map and a centred Gaussian on the same images."""
+
+    n: int
+    n_tp: int
+    share: Estimate
+    hit: Estimate
+    iou: Estimate
+    hit_tp: Estimate
+    iou_tp: Estimate
+    uniform: dict[str, Estimate] = field(default_factory=dict)
+    gaussian: dict[str, Estimate] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "n_tp": self.n_tp, **{k: _est_dict(getattr(self, k)) for k in
+                                                   ("share", "hit", "iou", "hit_tp", "iou_tp")},
+                "uniform": {k: _est_dict(e) for k, e in self.uniform.items()},
+                "gaussian": {k: _est_dict(e) for k, e in self.gaussian.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> AuditTarget | None:
+        if not d:
+            return None
+        e = {k: Estimate.from_dict(d.get(k), "value") for k in ("share", "hit", "iou", "hit_tp", "iou_tp")}
+        return cls(int(d.get("n") or 0), int(d.get("n_tp") or 0), **e,
+                   uniform={k: Estimate.from_dict(v, "value") for k, v in (d.get("uniform") or {}).items()},
+                   gaussian={k: Estimate.from_dict(v, "value") for k, v in (d.get("gaussian") or {}).items()})
+
+
+@dataclass(frozen=True)
+class AuditLabel:
+    """Where the model looks for one label, on the test images positive for it that have a lung mask.
+
+    ``lung_share``: mean share of CAM energy inside the lungs (``*_tp``: true positives only), beside a
+    uniform map's and a centred Gaussian's; ``flagged``: the CI of the share lies wholly below the uniform
+    map's (the maps sit outside the lungs more than a map that ignores the image: a shortcut suspect)."""
+
+    n: int
+    n_tp: int
+    lung_share: Estimate
+    lung_share_tp: Estimate
+    uniform_lung_share: Estimate
+    gaussian_lung_share: Estimate
+    heart_share: Estimate | None = None
+    no_energy: int = 0
+    flagged: bool = False
+    target: AuditTarget | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "n_tp": self.n_tp, "lung_share": _est_dict(self.lung_share),
+                "lung_share_tp": _est_dict(self.lung_share_tp),
+                "uniform_lung_share": _est_dict(self.uniform_lung_share),
+                "gaussian_lung_share": _est_dict(self.gaussian_lung_share),
+                "heart_share": _est_dict(self.heart_share), "no_energy": self.no_energy, "flagged": self.flagged,
+                "target": self.target.to_dict() if self.target else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditLabel:
+        return cls(int(d.get("n") or 0), int(d.get("n_tp") or 0), Estimate.from_dict(d.get("lung_share"), "value"),
+                   Estimate.from_dict(d.get("lung_share_tp"), "value"),
+                   Estimate.from_dict(d.get("uniform_lung_share"), "value"),
+                   Estimate.from_dict(d.get("gaussian_lung_share"), "value"), _est(d.get("heart_share")),
+                   int(d.get("no_energy") or 0), bool(d.get("flagged")), AuditTarget.from_dict(d.get("target")))
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What ``audit_<method>.json`` holds (``cxrlab audit``): per label, where the CAMs of ``method`` put
+    their energy, and the method's sanity (randomisation) and faithfulness (deletion) checks.
+
+    ``level``/``level_rule``: the map threshold of the IoUs, chosen on the validation split;
+    ``counts``: test images, with and without masks, and masks not in the test split;
+    ``randomisation``: mean Spearman correlation of maps before/after re-initialising the top layers
+    (``randomisation_edges``: the same for the input's edges, a map that ignores the weights);
+    ``deletion``: random-order minus map-order deletion AUC (> 0: the map ranks pixels the model uses);
+    ``suspects``: the test images with the most energy outside the lungs (``image, label, outside``)."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    method: str
+    per_label: dict[str, AuditLabel]
+    level: float = NAN
+    level_rule: str = ""
+    mask_source: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    randomisation: Estimate | None = None
+    randomisation_edges: Estimate | None = None
+    deletion: Estimate | None = None
+    suspects: list[dict[str, Any]] = field(default_factory=list)
+    n_boot: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def flagged(self) -> list[str]:
+        return [lab for lab, r in self.per_label.items() if r.flagged]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "method": self.method, "level": self.level,
+                "level_rule": self.level_rule, "mask_source": self.mask_source, "counts": dict(self.counts),
+                "n_boot": self.n_boot, "per_label": {k: r.to_dict() for k, r in self.per_label.items()},
+                "flagged": self.flagged, "randomisation": _est_dict(self.randomisation),
+                "randomisation_edges": _est_dict(self.randomisation_edges), "deletion": _est_dict(self.deletion),
+                "suspects": list(self.suspects), "seconds": dict(self.seconds)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        return cls(d.get("method") or "gradcam", {k: AuditLabel.from_dict(v) for k, v in (d.get("per_label") or {}).items()},
+                   _num(d.get("level")), d.get("level_rule") or "", d.get("mask_source") or "",
+                   {k: int(v) for k, v in (d.get("counts") or {}).items()}, _est(d.get("randomisation")),
+                   _est(d.get("randomisation_edges")), _est(d.get("deletion")), list(d.get("suspects") or []),
+                   _int(d.get("n_boot")), {k: float(v) for k, v in (d.get("seconds") or {}).items()}, _version(d))
+
+    @classmethod
+    def read(cls, path: str | Path) -> AuditResult | None:
+        d = read_json(path)
+        return None if d is None else cls.from_dict(d)
+
+
+# ---- subgroups.json -----------------------------------------------------------------------
+
+#: The rates and scores shown per subgroup, in table order (``prevalence`` has no gap).
+SUBGROUP_METRICS = ("prevalence", "auc", "tpr", "fpr", "ppv")
+#: The metrics whose gap to the rest of the patients and to the median group is reported.
+GAP_METRICS = ("auc", "tpr", "fpr", "ppv")
+
+
+@dataclass(frozen=True)
+class GroupGap:
+    """A group's metric minus that of the rest (or of the median group): the difference, its 95% CI and
+    the two-sided bootstrap p-value (resolution ``1/n_boot``; not adjusted for the many groups)."""
+
+    diff: Estimate
+    p: float = NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.diff.to_dict("diff"), "p": self.p}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> GroupGap:
+        d = d or {}
+        return cls(Estimate.from_dict(d, "diff"), _num(d.get("p")))
+
+
+@dataclass(frozen=True)
+class GroupLabel:
+    """One label in one subgroup: counts, :data:`SUBGROUP_METRICS` with CIs, gaps to the rest and the median.
+
+    ``flagged``: fewer than ``min_count`` positives or negatives; shown, never ranked (worst, median).
+    """
+
+    positives: int
+    negatives: int
+    flagged: bool
+    metrics: dict[str, Estimate]
+    vs_rest: dict[str, GroupGap] = field(default_factory=dict)
+    vs_median: dict[str, GroupGap] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"positives": self.positives, "negatives": self.negatives, "flagged": self.flagged,
+                **{k: e.to_dict("value") for k, e in self.metrics.items()},
+                "vs_rest": {k: g.to_dict() for k, g in self.vs_rest.items()},
+                "vs_median": {k: g.to_dict() for k, g in self.vs_median.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GroupLabel:
+        return cls(int(d.get("positives") or 0), int(d.get("negatives") or 0), bool(d.get("flagged")),
+                   {k: Estimate.from_dict(d.get(k), "value") for k in SUBGROUP_METRICS if k in d},
+                   {k: GroupGap.from_dict(v) for k, v in (d.get("vs_rest") or {}).items()},
+                   {k: GroupGap.from_dict(v) for k, v in (d.get("vs_median") or {}).items()})
+
+
+@dataclass(frozen=True)
+class Subgroup:
+    """One group of patients (e.g. ``sex = F``, or ``F / 60-79`` of an intersection)."""
+
+    images: int
+    patients: int
+    per_label: dict[str, GroupLabel]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "patients": self.patients,
+                "per_label": {k: v.to_dict() for k, v in self.per_label.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Subgroup:
+        return cls(int(d.get("images") or 0), int(d.get("patients") or 0),
+                   {k: GroupLabel.from_dict(v) for k, v in (d.get("per_label") or {}).items()})
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The groups of one attribute (``sex``) or of a two-way intersection (``sex x age``).
+
+    ``worst``: per label, the ranked group (not flagged) with the lowest AUC; None with fewer than two.
+    """
+
+    attributes: list[str]
+    groups: dict[str, Subgroup]
+    worst: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return " x ".join(self.attributes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attributes": list(self.attributes), "groups": {k: g.to_dict() for k, g in self.groups.items()},
+                "worst": dict(self.worst)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Grouping:
+        return cls(list(d.get("attributes") or []), {k: Subgroup.from_dict(v) for k, v in (d.get("groups") or {}).items()},
+                   dict(d.get("worst") or {}))
+
+
+@dataclass(frozen=True)
+class SubgroupResult:
+    """What ``subgroups.json`` holds (``cxrlab subgroups RUN``): per-group performance at the run's
+    validation-chosen thresholds (one per label, the same for every group), patient-bootstrap CIs."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    labels: list[str]
+    thresholds: dict[str, float]
+    n: int
+    patients: int
+    n_boot: int
+    groupings: dict[str, Grouping]
+    threshold_rule: str = "rule not recorded"
+    min_count: int = 30
+    resampling: str = "patients"
+    age_bins: list[float] | None = None
+    score_bins: int | None = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def p_resolution(self) -> float:
+        return 1 / self.n_boot if self.n_boot else NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "labels": list(self.labels), "thresholds": dict(self.thresholds),
+                "threshold_rule": self.threshold_rule, "n": self.n, "patients": self.patients,
+                "n_boot": self.n_boot, "resampling": self.resampling, "min_count": self.min_count,
+                "age_bins": self.age_bins, "score_bins": self.score_bins,
+                "groupings": {k: g.to_dict() for k, g in self.groupings.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SubgroupResult:
+        return cls(list(d.get("labels") or []), {k: _num(v) for k, v in (d.get("thresholds") or {}).items()},
+                   int(d.get("n") or 0), int(d.get("patients") or 0), int(d.get("n_boot") or 0),
+                   {k: Grouping.from_dict(v) for k, v in (d.get("groupings") or {}).items()},
+                   d.get("threshold_rule") or "rule not recorded", int(d.get("min_count") or 30),
+                   d.get("resampling") or "patients", d.get("age_bins"), _int(d.get("score_bins")), _version(d))
+
+    @classmethod
+    def read(cls, path: str | Path) -> SubgroupResult | None:
+        d = read_json(path)
+        return None if d is None else cls.from_dict(d)
+
+
+# ---- external/<name>/external.json (cxrlab evaluate RUN --on SOURCE) ----------------------
+
+@dataclass(frozen=True)
+class Decisions:
+    """A threshold's decisions on some images: the share decided positive and the rates with CIs."""
+
+    threshold: float
+    predicted_positive: float
+    operating_point: OperatingPoint | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "predicted_positive": self.predicted_positive,
+                "operating_point": self.operating_point.to_dict() if self.operating_point else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Decisions | None:
+        if not d:
+            return None
+        return cls(_num(d.get("threshold")), _num(d.get("predicted_positive")),
+                   OperatingPoint.from_dict(d.get("operating_point")))
+
+
+@dataclass(frozen=True)
+class ExternalLabel:
+    """One model label on the external target: its map, prevalence on both sides, transported and
+    recalibrated results (all NaN / None when the target lacks the finding: not evaluable)."""
+
+    model_label: str
+    target_column: str | None
+    canonical: str | None
+    kind: str
+    run_prevalence: float = NAN
+    prevalence: float = NAN
+    n: int = 0
+    positives: int = 0
+    auc: Estimate = field(default_factory=lambda: Estimate(NAN))
+    transported: Decisions | None = None
+    run_auc: Estimate = field(default_factory=lambda: Estimate(NAN))
+    held_out: dict[str, Any] | None = None
+    """Recalibration: ``fit_images``, ``fit_threshold``, ``kept_run_threshold``, ``n``, ``prevalence``
+    and ``auc`` of the held-out rest; ``transported`` / ``recalibrated`` as :class:`Decisions` dicts."""
+
+    @property
+    def evaluable(self) -> bool:
+        return self.target_column is not None
+
+    def decisions(self, which: str) -> Decisions | None:
+        """``transported`` or ``recalibrated`` decisions on the held-out rest."""
+        return Decisions.from_dict((self.held_out or {}).get(which))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_label": self.model_label, "target_column": self.target_column, "canonical": self.canonical,
+                "kind": self.kind, "run_prevalence": self.run_prevalence, "prevalence": self.prevalence, "n": self.n,
+                "positives": self.positives, "auc": self.auc.to_dict(), "run_auc": self.run_auc.to_dict(),
+                "transported": self.transported.to_dict() if self.transported else None, "held_out": self.held_out}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExternalLabel:
+        return cls(d["model_label"], d.get("target_column"), d.get("canonical"), d.get("kind") or "none",
+                   _num(d.get("run_prevalence")), _num(d.get("prevalence")), int(d.get("n") or 0),
+                   int(d.get("positives") or 0), Estimate.from_dict(d.get("auc")), Decisions.from_dict(d.get("transported")),
+                   Estimate.from_dict(d.get("run_auc")), d.get("held_out"))
+
+
+@dataclass(frozen=True)
+class ExternalResult:
+    """What ``RUN/external/<name>/external.json`` holds: a run scored on another dataset.
+
+    ``macro_auc`` / ``run_macro_auc`` average the same (evaluable) labels on the target and on the
+    run's own test split; ``composition`` is ``{factor: {category: [run share, target share]}}``;
+    ``ood`` the share the run's OOD check flags on each side (None without ``ood.json``);
+    ``recalibration`` says how the slice was drawn and what was refitted; ``duplicates`` the scored
+    images that copy a training image (a :class:`DuplicateResult`; None when the check did not run,
+    ``duplicate_note`` says why), ``duplicates_excluded`` how many of them were dropped from scoring
+    (``--exclude-duplicates``).  Format 2 added the duplicate check (format 1 reads as not checked).
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 2
+
+    run: str
+    name: str
+    source: str
+    root: str
+    options: dict[str, Any]
+    scored: str
+    n_images: int
+    n_patients: int
+    vocabulary: str
+    labels: dict[str, ExternalLabel]
+    target_only: list[str]
+    macro_auc: Estimate
+    run_macro_auc: Estimate
+    composition: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    ood: dict[str, Any] | None = None
+    recalibration: dict[str, Any] = field(default_factory=dict)
+    n_boot: int | None = None
+    duplicates: DuplicateResult | None = None
+    duplicate_note: str = ""
+    duplicates_excluded: int = 0
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def evaluable(self) -> list[str]:
+        return [k for k, v in self.labels.items() if v.evaluable]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "run": self.run, "name": self.name, "source": self.source,
+                "root": self.root, "options": self.options, "scored": self.scored, "n_images": self.n_images,
+                "n_patients": self.n_patients, "vocabulary": self.vocabulary,
+                "labels": {k: v.to_dict() for k, v in self.labels.items()}, "target_only": list(self.target_only),
+                "macro_auc": self.macro_auc.to_dict(), "run_macro_auc": self.run_macro_auc.to_dict(),
+                "composition": self.composition, "ood": self.ood, "recalibration": self.recalibration,
+                "n_boot": self.n_boot, "duplicates": None if self.duplicates is None else self.duplicates.to_dict(),
+                "duplicate_note": self.duplicate_note, "duplicates_excluded": self.duplicates_excluded}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExternalResult:
+        return cls(str(d.get("run", "")), str(d.get("name", "")), str(d.get("source", "")), str(d.get("root", "")),
+                   dict(d.get("options") or {}), str(d.get("scored", "")), int(d.get("n_images") or 0),
+                   int(d.get("n_patients") or 0), str(d.get("vocabulary", "")),
+                   {k: ExternalLabel.from_dict(v) for k, v in (d.get("labels") or {}).items()},
+                   list(d.get("target_only") or []), Estimate.from_dict(d.get("macro_auc")),
+                   Estimate.from_dict(d.get("run_macro_auc")), dict(d.get("composition") or {}), d.get("ood"),
+                   dict(d.get("recalibration") or {}), _int(d.get("n_boot")),
+                   DuplicateResult.from_dict(d["duplicates"]) if d.get("duplicates") else None,
+                   str(d.get("duplicate_note")
+                       or ("" if d.get("duplicates") else "not checked (an external.json from before the check)")),
+                   int(d.get("duplicates_excluded") or 0), _version(d))
+
+    @classmethod
+    def read(cls, path: str | Path) -> ExternalResult | None:
+        d = read_json(path)
+        return None if d is None else cls.from_dict(d)
+
+
+# ---- duplicates.json (the duplicate check of a target set against a run's training images) ----
+
+@dataclass(frozen=True)
+class DuplicateMatch:
+    """One query image that copies a reference image: ``kind`` is ``exact`` (same pixels at the cache
+    resolution) or ``near`` (``distance`` = 1 - correlation after undoing ``crop``, e.g. ``left 3.0%``)."""
+
+    query: str
+    reference: str
+    kind: str
+    distance: float = 0.0
+    crop: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "reference": self.reference, "kind": self.kind, "distance": self.distance,
+                "crop": self.crop}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DuplicateMatch:
+        return cls(str(d["query"]), str(d["reference"]), str(d.get("kind") or "near"), _num(d.get("distance")),
+                   str(d.get("crop") or "none"))
+
+
+@dataclass(frozen=True)
+class DuplicateResult:
+    """What :func:`cxrlab.evaluate.duplicates.find_duplicates` returns: each copied query image named.
+
+    ``method`` holds the check's settings (image size, thresholds), so a reader can say what
+    "near" meant; ``matches`` has at most one entry per query image (its nearest reference).
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    n_reference: int
+    n_query: int
+    matches: list[DuplicateMatch] = field(default_factory=list)
+    method: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def exact(self) -> list[DuplicateMatch]:
+        return [m for m in self.matches if m.kind == "exact"]
+
+    @property
+    def near(self) -> list[DuplicateMatch]:
+        return [m for m in self.matches if m.kind == "near"]
+
+    @property
+    def leaked(self) -> list[str]:
+        """Query ids that copy a reference image (what ``exclude`` drops)."""
+        return [m.query for m in self.matches]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "n_reference": self.n_reference, "n_query": self.n_query,
+                "n_exact": len(self.exact), "n_near": len(self.near), "method": dict(self.method),
+                "matches": [m.to_dict() for m in self.matches]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DuplicateResult:
+        return cls(int(d.get("n_reference") or 0), int(d.get("n_query") or 0),
+                   [DuplicateMatch.from_dict(m) for m in d.get("matches") or []], dict(d.get("method") or {}),
+                   _version(d))
+
+    @classmethod
+    def read(cls, path: str | Path) -> DuplicateResult | None:
+        d = read_json(path)
+        return None if d is None else cls.from_dict(d)

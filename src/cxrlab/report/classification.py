@@ -30,8 +30,53 @@ def _figures(run: RunFolder, names: list[tuple[str, str, str]]) -> str:
 
 
 def rule_text(rule: str) -> str:
-    """``youden(val)`` -> ``Youden's J on validation``."""
-    return {"youden(val)": "Youden's J on validation", "fixed": "fixed 0.5: undefined on validation"}.get(rule, rule)
+    """``youden(val)`` -> ``Youden's J on validation``; ``sensitivity:0.9(val)`` -> ``sensitivity >= 0.9 on validation``."""
+    known = {"youden(val)": "Youden's J on validation", "fixed": "fixed 0.5: undefined on validation",
+             "max_f1(val)": "max F1 on validation"}
+    if rule in known:
+        return known[rule]
+    name, _, target = rule.removesuffix("(val)").partition(":")
+    return f"{name} >= {target} on validation" if target and rule.endswith("(val)") else rule
+
+
+def calibration_table(ev: Evaluation) -> str:
+    """Brier, calibration slope and intercept, ECE (equal-width, equal-mass) before and after the fitted calibration."""
+    eff = ev.calibration_effect
+    if eff is None:
+        return ""
+    rows = []
+    for lab, b in eff.before.items():
+        a = eff.after.get(lab, b)
+        rows.append([lab, b.n, *(f"{present.value(getattr(b, k))} &rarr; {present.value(getattr(a, k))}"
+                                 for k in ("brier", "slope", "intercept", "ece_width", "ece_mass"))])
+    what = (f"fitted on validation: {eff.summary}" if eff.method != "none"
+            else "none fitted (evaluate.calibration: none, or a run from before cxrlab fitted one)")
+    return (f"<h3>Calibration on test, before &rarr; after ({what})</h3><p>Slope 1 and intercept 0 are "
+            f"perfect (a slope below 1: overconfident); ECE over {eff.bins} equal-width and {eff.bins} "
+            "equal-mass bins.</p>"
+            + table(["label", "n", "Brier", "slope", "intercept", "ECE (width)", "ECE (mass)"], rows))
+
+
+def _rules_table(ev: Evaluation) -> str:
+    """Each label's rates at its threshold with CIs (and PPV/NPV at a stated prevalence)."""
+    ops = {lab: d.operating_point for lab, d in ev.per_label.items() if d.operating_point is not None}
+    if not ops:
+        return ""
+    prev = any(op.prevalence is not None for op in ops.values())
+    head = ["label", "rule (value on validation)", "threshold", "sensitivity", "specificity", "PPV", "NPV"]
+    rows = []
+    for lab, op in ops.items():
+        row = [lab, f"{op.rule or 'n/a'} ({present.value(op.validation)})", op.threshold,
+               *(present.ci(op.rates[k]) if k in op.rates else "n/a" for k in ("sensitivity", "specificity", "ppv",
+                                                                              "npv"))]
+        if prev:
+            row += [present.value(op.prevalence)] + [present.ci(op.adjusted[k]) if k in op.adjusted else ""
+                                                     for k in ("ppv_at_prevalence", "npv_at_prevalence")]
+        rows.append(row)
+    if prev:
+        head += ["deployment prevalence", "PPV there", "NPV there"]
+    return ("<h3>Decisions at each label's threshold (chosen on validation, applied to test)</h3>"
+            + table(head, rows))
 
 
 def multilabel_section(ev: Evaluation, run: RunFolder) -> str:
@@ -47,6 +92,7 @@ def multilabel_section(ev: Evaluation, run: RunFolder) -> str:
             "(Youden's J) and applied to test; ECE with 10 equal-width bins.</p>"
             + table(["label", "positives", "AUC (95% CI)", "AP", "threshold", "sensitivity", "specificity", "ECE"],
                     rows)
+            + _rules_table(ev) + calibration_table(ev)
             + _figures(run, [("roc", "ROC curves", "Red dot: the decisions at the validation-chosen threshold."),
                              ("pr", "precision-recall curves", "Dotted: the prevalence (a random model's AP)."),
                              ("reliability", "calibration",
@@ -72,12 +118,15 @@ def binary_section(ev: Evaluation, run: RunFolder) -> str:
             f"{_resampling(ev)}; ECE with 10 equal-width bins.</p>"
             + table(["label", "positives", "AUC (95% CI)", "AP", "ECE"],
                     [[lab, d.positives, present.ci(d.auc), d.average_precision, d.ece]]))
-    rates = table(["at the threshold", "value (95% CI)"],
-                  [[RATE_NAMES[k], present.ci(op.rates[k])] for k in RATE_NAMES if k in op.rates])
+    rows = [[RATE_NAMES[k], present.ci(op.rates[k])] for k in RATE_NAMES if k in op.rates]
+    if op.prevalence is not None:  # the user's deployment prevalence (evaluate.prevalence)
+        rows += [[f"{name} at prevalence {present.value(op.prevalence)}", present.ci(op.adjusted[k])]
+                 for k, name in (("ppv_at_prevalence", "PPV"), ("npv_at_prevalence", "NPV")) if k in op.adjusted]
+    rates = table(["at the threshold", "value (95% CI)"], rows)
     return (head + f"<h3>Decisions at the threshold {present.value(op.threshold)} ({rule_text(d.threshold_rule)}; "
             "chosen on validation, never on test)</h3>" + rates
             + "<h3>Confusion matrix at that threshold (count, share of the true class)</h3>"
-            + _confusion_table(op, lab)
+            + _confusion_table(op, lab) + calibration_table(ev)
             + _figures(run, [("confusion", "confusion matrix", ""),
                              ("roc", "ROC curve", "Red dot: the decisions at the validation-chosen threshold."),
                              ("pr", "precision-recall curve", "Dotted: the prevalence (a random model's AP)."),
@@ -94,6 +143,7 @@ def multiclass_section(ev: Evaluation, run: RunFolder) -> str:
             f"macro F1 {present.value(ev.macro_f1)}, macro one-vs-rest AUC {present.ci(ev.macro_auc)}{ece}; "
             f"{_resampling(ev) if ev.n_boot else '95% bootstrap CIs'}. Decisions: the most probable class.</p>"
             + table(["class", "n", "precision (95% CI)", "recall (95% CI)", "F1", "AUC one-vs-rest (95% CI)"], rows)
+            + calibration_table(ev)
             + _figures(run, [("confusion", "confusion matrix", ""),
                              ("roc", "ROC curves, one-vs-rest",
                               "Each class against all others; red dot: where the arg-max decisions lie."),

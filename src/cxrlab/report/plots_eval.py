@@ -130,6 +130,7 @@ def reliability(curves: dict[str, dict[str, list[float]]], path: Path, title: st
 
     One panel per label (several curves on one axis hide each other); below each, the images
     per bin (log scale when a few bins hold most images), and the count next to each point.
+    A curve with a ``before`` curve (the uncalibrated probabilities) draws it dashed in grey.
     """
     n = max(len(curves), 1)
     cols = min(n, 3)
@@ -146,6 +147,10 @@ def reliability(curves: dict[str, dict[str, list[float]]], path: Path, title: st
         cnt = fig.add_subplot(inner[1], sharex=ax)
         counts = [int(v) for v in c.get("count", [])]
         ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="perfect")
+        before = c.get("before")  # the model's own probabilities, beside the calibrated ones
+        if before:
+            ax.plot(before["confidence"], before["observed"], "s--", ms=3, lw=1, color="gray", alpha=0.8,
+                    label=f"before calibration (ECE {present.value(_ece(before))})")
         ax.plot(c["confidence"], c["observed"], "o-", ms=3.5, lw=1.2, color="C0", label="observed")
         for xi, yi, m in zip(c["confidence"], c["observed"], counts, strict=False):
             ax.annotate(str(m), (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7, color="C0")

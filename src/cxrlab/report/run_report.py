@@ -18,9 +18,11 @@ from cxrlab.config import ExperimentConfig
 from cxrlab.evaluate.evaluate import expected_calibration_error
 from cxrlab.evaluate.operating import confusion_matrix
 from cxrlab.evaluate.records import (
+    AuditResult,
     Evaluation,
     Localization,
     RunSummary,
+    SubgroupResult,
     Uncertainty,
     coerce,
     finite,
@@ -76,6 +78,9 @@ def write_evaluation_figures(run: RunFolder, task: str, labels: list[str], y_tru
     roc_pts = {lab: (1 - per[lab].specificity, per[lab].sensitivity) for lab in labels}
     pr_pts = {lab: (per[lab].sensitivity, per[lab].ppv) for lab in labels if finite(per[lab].ppv)}
     curves = {lab: expected_calibration_error(y_true[:, i], probs[:, i])[1] for i, lab in enumerate(labels)}
+    eff = evaluation.calibration_effect
+    if eff is not None and eff.method != "none":  # before calibration, dashed beside the calibrated curve
+        curves = {lab: {**c, "before": eff.before[lab].curve} if lab in eff.before else c for lab, c in curves.items()}
     out = [plots_eval.roc_curves(y_true, probs, labels, aucs, fig("roc"), roc_pts, point_name="at the threshold"),
            plots_eval.pr_curves(y_true, probs, labels, aps, fig("pr"), pr_pts, point_name="at the threshold"),
            plots_eval.reliability(curves, fig("reliability"))]
@@ -138,6 +143,34 @@ def uncertainty_section(u: Uncertainty, fig: Path) -> str:
             + figure(fig, "MC dropout std histogram"))
 
 
+def sources_section(predictions: Any, labels: list[str]) -> str:
+    """Test AUC per source and overall, for a run over several sources (``data.sources``); "" otherwise.
+
+    A label a source does not have is "not in source" there (its rows are NaN, never negatives);
+    the overall row scores every image that has the label.  Point estimates: the CIs of the
+    overall AUCs are in the classification section.
+    """
+    if predictions is None or "source" not in predictions.columns or predictions["source"].nunique() < 2:
+        return ""
+    from cxrlab.evaluate.metrics import roc_auc
+    from cxrlab.tables import prob_column
+
+    def row(name: str, frame: Any) -> list[Any]:
+        cells: list[Any] = [name, len(frame)]
+        for lab in labels:
+            y = frame[lab].to_numpy(dtype=float)
+            cells.append("not in source" if np.isnan(y).all() else
+                         f"{present.value(roc_auc(y, frame[prob_column(lab)].to_numpy(dtype=float)))} "
+                         f"({int(np.nansum(y == 1))}+)")
+        return cells
+
+    rows = [row(str(src), f) for src, f in predictions.groupby("source", sort=False)]
+    rows.append(row("all sources", predictions))
+    return ("<p>Test AUC per source (positives in brackets); a label a source lacks is masked there "
+            "(no loss in training, not counted here).</p>"
+            + table(["source", "images", *labels], rows))
+
+
 def _subtitle(summary: RunSummary | None, evaluation: Evaluation | None) -> str:
     """The run's one number: the evaluation's headline (with its CI), else the summary's macro AUC."""
     if evaluation is not None:
@@ -167,6 +200,9 @@ def render_report(run: RunFolder) -> Path:
                 ("Data and splits", data_section(raw_summary.get("data") or {}, labels, cfg.task, cfg.data.source))]
     if evaluation:
         sections.append(("Classification (test split)", classification_section(evaluation, cfg.task, run)))
+        per_source = sources_section(run.read_predictions() if run.has_predictions() else None, labels)
+        if per_source:
+            sections.append(("Test results per source", per_source))
     sections.append(("Training", figure(run.figure("training_curves"), "training curves",
                                         "The vertical line marks the epoch whose weights are checkpoints/best.")))
     loc = summary.localization if summary else None
@@ -182,6 +218,20 @@ def render_report(run: RunFolder) -> Path:
                          localization_section(result, run.figure("localization", result.key),
                                               _overlays(run.figure("cam_overlays", result.key)),
                                               localization_origin(result, path.name))))
+    for method, path in run.audit_results().items():
+        from cxrlab.report.audit_report import audit_section
+
+        audit = AuditResult.read(path)
+        if audit is not None:
+            sections.append((f"Where the model looks ({plots.method_name(audit.method)}, cxrlab audit)",
+                             audit_section(audit, _overlays(run.figure("audit_suspects", method)))))
+    groups = SubgroupResult.read(run.subgroups_file)
+    if groups is not None:
+        from cxrlab.report.subgroups_report import figure_key, subgroups_section
+
+        shown = {lab: run.figure("subgroups", figure_key(lab)) for lab in groups.labels
+                 if run.figure("subgroups", figure_key(lab)).is_file()}
+        sections.append(("Subgroups (cxrlab subgroups)", subgroups_section(groups, shown)))
     unc = Uncertainty.read(run.uncertainty_file)
     if unc:
         sections.append(("Uncertainty (MC dropout)", uncertainty_section(unc, run.figure("mc_dropout_std"))))

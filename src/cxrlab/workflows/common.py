@@ -19,7 +19,10 @@ from cxrlab.data.labels import apply_policy
 from cxrlab.data.manifest import Manifest
 from cxrlab.data.preprocess import Geometry, Preprocess, load_images, normalization
 from cxrlab.data.sources import load_source
+from cxrlab.data.sources.merge import SourcePart, load_sources
+from cxrlab.data.vocabulary import Vocabulary
 from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.calibration import calibrator
 from cxrlab.inference import Predictor
 from cxrlab.models import build_model
 from cxrlab.run import ModelRecord, RunFolder
@@ -36,13 +39,20 @@ def preprocess_of(cfg: ExperimentConfig) -> Preprocess:
 def build_manifest(cfg: ExperimentConfig) -> Manifest:
     """The config's dataset as a manifest, every split non-empty."""
     d = cfg.data
-    if not d.root:
-        raise CxrlabError("data.root is empty: set it in the config or as data.root=DIR")
-    m = load_source(d.source, d.root, labels=d.labels, options=d.options, val_fraction=d.val_fraction,
-                    fractions=dict(d.fractions), seed=cfg.seed, split_file=d.split_file, task=cfg.task)
+    if d.sources:  # several datasets, merged by label name through the vocabulary
+        parts = [SourcePart(s.source, s.root, dict(s.options), s.labels, s.name) for s in d.sources]
+        m = load_sources(parts, d.labels, Vocabulary.load(d.vocabulary), val_fraction=d.val_fraction,
+                         fractions=dict(d.fractions), seed=cfg.seed, split_file=d.split_file, task=cfg.task)
+        where = m.origin
+    else:
+        if not d.root:
+            raise CxrlabError("data.root is empty: set it in the config or as data.root=DIR")
+        m = load_source(d.source, d.root, labels=d.labels, options=d.options, val_fraction=d.val_fraction,
+                        fractions=dict(d.fractions), seed=cfg.seed, split_file=d.split_file, task=cfg.task)
+        where = d.root
     for s in ("train", "val", "test"):
         if (m.frame["split"] == s).sum() == 0:
-            raise CxrlabError(f"{d.root}: the {s} split is empty")
+            raise CxrlabError(f"{where}: the {s} split is empty")
     return m
 
 
@@ -94,7 +104,8 @@ def open_model(run: RunFolder, which: str = "best", device: torch.device | str =
     model = build_from_record(rec)
     run.load_weights(model, which)
     model.eval().to(device)
-    pred = Predictor.for_model(model, rec.task, rec.in_chans, rec.preprocess, device=device, batch_size=batch_size)
+    pred = Predictor.for_model(model, rec.task, rec.in_chans, rec.preprocess, device=device, batch_size=batch_size,
+                               calibrate=calibrator(rec.calibration))  # the run's fitted calibration
     return OpenedModel(model, rec, pred)
 
 
@@ -111,7 +122,8 @@ def run_split(run: RunFolder, cfg: ExperimentConfig, manifest: Manifest, split: 
 
 def targets(manifest: Manifest, frame: pd.DataFrame, labels: list[str], cfg: ExperimentConfig) -> np.ndarray:
     """Evaluation targets: uncertain entries ignored (NaN), blanks as the config says."""
-    return apply_policy(manifest.targets(frame), labels, "ignore", cfg.data.blank).targets
+    return apply_policy(manifest.targets(frame), labels, "ignore", cfg.data.blank,
+                        absent=manifest.absent_mask(frame)).targets
 
 
 def load_run_images(manifest: Manifest, ids: list[str], rec: ModelRecord, workers: int = 0,

@@ -5,24 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.calibration import METHODS, Calibration, calibrator, fit_calibration
 from cxrlab.evaluate.compare import compare_tables
-from cxrlab.evaluate.evaluate import evaluation_of, split_prediction_table
+from cxrlab.evaluate.evaluate import Rules, evaluation_of, split_prediction_table
 from cxrlab.evaluate.records import Evaluation
 from cxrlab.report.compare_report import render_comparison
 from cxrlab.report.ensemble_report import render_ensemble_report
 from cxrlab.report.run_report import render_report, write_evaluation_figures
-from cxrlab.run import RunFolder
+from cxrlab.run import ModelRecord, RunFolder, prob_columns, raw_columns
 from cxrlab.workflows.common import run_folder
-from cxrlab.workflows.experiment import record_thresholds
+from cxrlab.workflows.experiment import calibration_names, record_calibration, record_thresholds
 
 
-def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Re-evaluate a run: AUCs with CIs, validation-chosen thresholds, calibration.
+def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0, threshold_rule: Rules = None,
+                 prevalence: dict[str, float] | None = None, calibration: str | None = None) -> dict[str, Any]:
+    """Re-evaluate a run: AUCs with CIs, validation-chosen thresholds, calibration before and after.
 
     Writes ``evaluation.json``, stores the thresholds chosen on validation in
     ``model.json`` (as training does), redraws the evaluation figures and refreshes the report.
     Returns what ``evaluation.json`` now holds (:meth:`Evaluation.to_dict`).
+
+    Args:
+        threshold_rule: the rule choosing each label's threshold on validation (default: the run's
+            ``evaluate.threshold_rule``; Youden's J for runs without a config).
+        prevalence: ``{label: p}``: PPV and NPV at a deployment prevalence (default: the run's config).
+        calibration: refit this calibration method on validation (``none`` removes it): the
+            ``prob_`` columns of both prediction tables and ``model.json`` are rewritten from the
+            model's own ``raw_`` probabilities; None keeps the run's calibration.
     """
     if n_boot < 10:
         raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
@@ -30,7 +43,16 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     rec = run.read_model_record()
     test = run.read_predictions("test")
     val = run.read_predictions("val") if run.has_predictions("val") else None
-    ev = evaluation_of(test, rec.labels, rec.task, val, n_boot=n_boot, seed=seed)
+    settings = run.read_config().evaluate if run.config_file.is_file() else None
+    if threshold_rule is None and settings is not None:
+        threshold_rule = settings.threshold_rule
+    if prevalence is None and settings is not None:
+        prevalence = settings.prevalence
+    if calibration is not None:
+        test, val, rec = recalibrate(run, rec, test, val, calibration)
+    cal = Calibration.from_dict(rec.calibration)
+    ev = evaluation_of(test, rec.labels, rec.task, val, n_boot=n_boot, seed=seed, rules=threshold_rule,
+                       prevalence=prevalence, calibration=calibration_names(cal))
     run.write_json(run.evaluation_file, ev.to_dict())
     if val is not None:
         record_thresholds(run, ev, rec.task)
@@ -41,6 +63,36 @@ def evaluate_run(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict
     elif rec.name == "ensemble":
         render_ensemble_report(run)
     return ev.to_dict()
+
+
+def recalibrate(run: RunFolder, rec: ModelRecord, test: pd.DataFrame, val: pd.DataFrame | None,
+                method: str) -> tuple[pd.DataFrame, pd.DataFrame, ModelRecord]:
+    """Refit the run's calibration (``method``) on validation; rewrite the tables' ``prob_`` and model.json."""
+    if method not in METHODS:
+        raise CxrlabError(f"unknown calibration {method!r}; use {', '.join(METHODS)}")
+    if val is None:
+        raise CxrlabError(f"{run.predictions_file('val')}: missing; a calibration is fitted on the validation "
+                          "predictions")
+    labels = rec.labels
+
+    def own(table: pd.DataFrame) -> np.ndarray:  # the model's probabilities: raw_ where calibrated, else prob_
+        cols = raw_columns(labels) if all(c in table.columns for c in raw_columns(labels)) else prob_columns(labels)
+        return table[cols].to_numpy(dtype=np.float32)
+
+    raw = {"test": own(test), "val": own(val)}
+    cal = fit_calibration(method, val[labels].to_numpy(dtype=float), raw["val"], labels, rec.task)
+    apply = calibrator(cal.to_dict() if cal else None)
+    out = {}
+    for split, table in (("test", test), ("val", val)):
+        t = table.drop(columns=[c for c in raw_columns(labels) if c in table.columns])
+        probs = raw[split] if apply is None else np.asarray(apply(raw[split]), dtype=np.float32)
+        t[prob_columns(labels)] = probs
+        if cal is not None:
+            t[raw_columns(labels)] = raw[split]
+        run.write_predictions(t, split)
+        out[split] = t
+    record_calibration(run, cal)
+    return out["test"], out["val"], run.read_model_record()
 
 
 def report_run(run_dir: str | Path) -> tuple[Path, str | None]:

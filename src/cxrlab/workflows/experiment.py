@@ -23,6 +23,7 @@ from cxrlab.data.labels import LabelPlan, apply_policy, relabel_uncertain
 from cxrlab.data.labels import redraw as label_redraw
 from cxrlab.data.manifest import Manifest
 from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.calibration import Calibration, calibrator, fit_calibration
 from cxrlab.evaluate.evaluate import evaluation_of
 from cxrlab.evaluate.records import Evaluation, Localization, RunSummary, fresh
 from cxrlab.explain.localize import localize
@@ -141,8 +142,9 @@ def load_data(cfg: ExperimentConfig, manifest: Manifest, run: RunFolder, resume:
     splits, plans = {}, {}
     d = cfg.data
     for s, f in frames.items():
-        plan = (apply_policy(manifest.targets(f), labels, d.uncertain, d.blank, d.flip_p) if s == "train"
-                else apply_policy(manifest.targets(f), labels, "ignore", d.blank))
+        absent = manifest.absent_mask(f)
+        plan = (apply_policy(manifest.targets(f), labels, d.uncertain, d.blank, d.flip_p, absent) if s == "train"
+                else apply_policy(manifest.targets(f), labels, "ignore", d.blank, absent=absent))
         redraw = (lambda rng, p=plan: label_redraw(p, rng)) if plan.flip_mask.any() else None
         splits[s] = ArraySplit(RowView(cache.images, rows[s]), torch.from_numpy(plan.targets), redraw=redraw, pre=pre)
         plans[s] = plan
@@ -181,9 +183,11 @@ def check_labels(cfg: ExperimentConfig, manifest: Manifest) -> None:
     for split in ("train", "test"):
         frame = frames[split]
         if split == "train":
-            plan = apply_policy(manifest.targets(frame), manifest.labels, d.uncertain, d.blank, d.flip_p)
+            plan = apply_policy(manifest.targets(frame), manifest.labels, d.uncertain, d.blank, d.flip_p,
+                                manifest.absent_mask(frame))
         else:
-            plan = apply_policy(manifest.targets(frame), manifest.labels, "ignore", d.blank)
+            plan = apply_policy(manifest.targets(frame), manifest.labels, "ignore", d.blank,
+                                absent=manifest.absent_mask(frame))
         pos = ((plan.targets == 1) | plan.flip_mask).sum(axis=0)
         neg = ((plan.targets == 0) | plan.flip_mask).sum(axis=0)
         no_pos = [lab for lab, p in zip(manifest.labels, pos, strict=True) if not p]
@@ -323,14 +327,22 @@ def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, da
                manifest: Manifest, tic: float) -> dict[str, Any]:
     """Test and validation predictions, OOD summary, evaluation, thresholds, localisation, figures, report."""
     labels, predictor = data.labels, _predictor(cfg, model)
+    raw = {s: predictor.probabilities(data.splits[s].images, tta=cfg.evaluate.tta, calibrated=False)
+           for s in ("test", "val")}
+    targets = {s: data.splits[s].targets.numpy() for s in ("test", "val")}
+    # the calibration is fitted on validation, stored in model.json, and applied by the predictor from now on
+    cal = fit_calibration(cfg.evaluate.calibration, targets["val"], raw["val"], labels, cfg.task)
+    record_calibration(run, cal)
+    predictor.calibrate = calibrator(cal.to_dict() if cal else None)
     tables = {}
     for s in ("test", "val"):
-        probs = predictor.probabilities(data.splits[s].images, tta=cfg.evaluate.tta)
-        tables[s] = prediction_table(data.frames[s], data.splits[s].targets.numpy(), probs, labels)
+        tables[s] = prediction_table(data.frames[s], targets[s], predictor.calibrated(raw[s]), labels,
+                                     raw=raw[s] if cal else None)
         run.write_predictions(tables[s], s)
     fit_ood(run, predictor, data.splits["train"].images, data.splits["val"].images, seed=cfg.seed)
     evaluation = evaluation_of(tables["test"], labels, cfg.task, tables["val"], n_boot=cfg.evaluate.n_boot,
-                               seed=cfg.seed)
+                               seed=cfg.seed, rules=cfg.evaluate.threshold_rule, prevalence=cfg.evaluate.prevalence,
+                               calibration=calibration_names(cal))
     run.write_json(run.evaluation_file, evaluation.to_dict())
     record_thresholds(run, evaluation, cfg.task)
     y_true = data.splits["test"].targets.numpy()
@@ -357,11 +369,26 @@ def finish_run(cfg: ExperimentConfig, run: RunFolder, model: torch.nn.Module, da
 
 
 def record_thresholds(run: RunFolder, evaluation: Evaluation, task: str) -> None:
-    """Store the validation-chosen thresholds in model.json (predict and serve decide with them)."""
+    """Store the validation-chosen thresholds, their rule and what it reached in model.json (predict and
+    serve decide with them)."""
     if task == "multiclass":
         return
-    rule = "youden on validation (fixed 0.5 where undefined)"
-    run.write_model_record(run.read_model_record().with_thresholds(evaluation.thresholds, rule))
+    operating = {lab: {"rule": r.operating_point.rule, "validation_value": r.operating_point.validation}
+                 for lab, r in evaluation.per_label.items()
+                 if r.operating_point is not None and r.operating_point.rule is not None}
+    rules = sorted({v["rule"] for v in operating.values()}) or ["youden"]
+    rule = f"{', '.join(rules)} on validation (fixed 0.5 where undefined)"
+    run.write_model_record(run.read_model_record().with_thresholds(evaluation.thresholds, rule, operating))
+
+
+def record_calibration(run: RunFolder, cal: Calibration | None) -> None:
+    """Store the calibration fitted on validation in model.json (None: the model's own probabilities)."""
+    run.write_model_record(run.read_model_record().with_calibration(cal.to_dict() if cal else None))
+
+
+def calibration_names(cal: Calibration | None) -> tuple[str, str]:
+    """(method, parameters in words) of a fitted calibration, for the evaluation's before/after record."""
+    return ("none", "") if cal is None else (cal.method, cal.summary())
 
 
 def _localize(cfg: ExperimentConfig, predictor: Predictor, data: RunData, manifest: Manifest) -> tuple:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from cxrlab.data.preprocess import load_image
 from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.calibration import calibrator
 from cxrlab.inference import Predictor, decide
 from cxrlab.models.onnx import OnnxEngine, export_model
 from cxrlab.progress import progress
@@ -38,7 +39,8 @@ def open_predictor(run: RunFolder, engine: str = "torch", which: str = "best") -
     if engine == "onnx":
         rec = run.read_model_record()
         p = rec.preprocess
-        return Predictor(OnnxEngine(run.onnx_file), rec.task, rec.in_chans, p.mean, p.std), rec
+        return Predictor(OnnxEngine(run.onnx_file), rec.task, rec.in_chans, p.mean, p.std,
+                         calibrate=calibrator(rec.calibration)), rec  # calibrated as the torch engine
     raise CxrlabError(f"unknown engine {engine!r}; use torch or onnx")
 
 

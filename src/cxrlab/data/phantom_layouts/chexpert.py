@@ -44,6 +44,8 @@ from cxrlab.data.phantom_layouts.common import (
 from cxrlab.data.phantom_layouts.draw import Anatomy
 from cxrlab.data.phantom_layouts.lateral import draw_lateral
 from cxrlab.data.phantom_layouts.patterns import extra_patterns
+from cxrlab.data.phantom_layouts.site import Site, site_of
+from cxrlab.data.phantom_layouts.site import prevalence as site_prevalence
 from cxrlab.data.sources.chexpert import COMPETITION, OBSERVATIONS
 from cxrlab.errors import CxrlabError
 from cxrlab.runio import atomic_write_text
@@ -117,14 +119,15 @@ def rules_of(spec: str | UncertainRule | Mapping | None) -> dict[str, UncertainR
     return {k: table.get(k, table.get("default", RULES[k])) for k in COMPETITION}
 
 
-def grades(index: int, seed: int, rules: Mapping[str, UncertainRule]) -> dict[str, str]:
-    """The hidden grade of each finding of study ``index`` (competition labels can be mild/look-alike)."""
+def grades(index: int, seed: int, rules: Mapping[str, UncertainRule], site: Site | None = None) -> dict[str, str]:
+    """The hidden grade of each finding of study ``index`` (competition labels can be mild/look-alike);
+    ``site`` scales the prevalence (:func:`cxrlab.data.phantom_layouts.site.prevalence`)."""
     g = draw(seed, 5, index)
     out = {}
     for label, p in PREVALENCE.items():
         u, v = g.random(), g.random()
         rule = rules.get(label)
-        if u < p:
+        if u < site_prevalence(p, site):
             out[label] = "mild" if rule and v < rule.mild else "clear"
         else:
             out[label] = "lookalike" if rule and v < rule.lookalike else "absent"
@@ -159,15 +162,17 @@ def _observations(values: dict[str, float | None], valid: bool) -> list[float | 
 
 
 def _study(args: tuple) -> dict:
-    index, size, seed, rules, p_lateral, valid, root = args
+    index, size, seed, rules, p_lateral, valid, root, *rest = args
+    site = rest[0] if rest else None
     patient, follow_up = patient_of(index, seed)
-    grade = grades(index, seed, rules)
+    grade = grades(index, seed, rules, site)
     s = {label: INTENSITY[g] for label, g in grade.items()}
     anatomy = Anatomy.draw(draw(seed, 1, patient))
     rng = draw(seed, 2, index)
     pose = (float(rng.normal(0, 0.012)), float(rng.normal(0, 0.012)))
     hook = extra_patterns({label: (pattern, s[label]) for label, pattern in _PATTERN.items()})
-    frontal, _ = draw_frontal(size, anatomy, pose, rng, {v: s[k] for k, v in _FRONTAL.items()}, extra=hook)
+    frontal, _ = draw_frontal(size, anatomy, pose, rng, {v: s[k] for k, v in _FRONTAL.items()}, extra=hook,
+                               site=site)
     m = draw(seed, 9, index)
     view = "AP" if m.random() < 0.7 else "PA"
     has_lateral = bool(m.random() < p_lateral)
@@ -179,7 +184,7 @@ def _study(args: tuple) -> dict:
     if has_lateral:
         lat_rng = draw(seed, 6, index)
         lat_pose = (float(lat_rng.normal(0, 0.012)), float(lat_rng.normal(0, 0.012)))
-        lateral = draw_lateral(size, anatomy, lat_pose, lat_rng, {v: s[k] for k, v in _LATERAL.items()})
+        lateral = draw_lateral(size, anatomy, lat_pose, lat_rng, {v: s[k] for k, v in _LATERAL.items()}, site)
         save_image(Path(root) / study / "view2_lateral.jpg", lateral)
         paths.append((f"{study}/view2_lateral.jpg", "Lateral", ""))
     return {"patient": patient, "follow_up": follow_up, "valid": valid, "paths": paths,
@@ -209,6 +214,7 @@ def write_phantom_chexpert(
     uncertain_rule: str | UncertainRule | Mapping | None = "chexpert",
     valid_fraction: float = 0.15,
     workers: int | None = None,
+    site: str | None = None,
 ) -> Path:
     """Write ``n`` phantom *studies* in the CheXpert layout; return the folder to read (``data.root``).
 
@@ -223,8 +229,11 @@ def write_phantom_chexpert(
             ``None`` (the same images, certain labels only); see :func:`rules_of`.
         valid_fraction: share of patients in ``valid.csv`` (true labels).
         workers: processes to render with (default: all cores).
+        site: the phantom hospital (``"B"``: other acquisition, field of view, burned-in text and
+            prevalence; :mod:`cxrlab.data.phantom_layouts.site`); None or ``"A"``: the default.
     """
     check_args(n, size, 2)
+    where = site_of(site)
     rules = rules_of(uncertain_rule)
     p_lateral = 0.5 if lateral is True else float(lateral or 0.0)
     out = Path(out)
@@ -232,7 +241,8 @@ def write_phantom_chexpert(
     clear_previous(root, ("train", "valid"))
     root.mkdir(parents=True, exist_ok=True)
     valid = _valid_patients(n, seed, valid_fraction)
-    jobs = [(i, size, seed, rules, p_lateral, patient_of(i, seed)[0] in valid, str(out)) for i in range(n)]
+    jobs = [(i, size, seed, rules, p_lateral, patient_of(i, seed)[0] in valid, str(out), *([where] if where else []))
+            for i in range(n)]
     studies = run_jobs(_study, jobs, workers, "phantom chexpert")
 
     header = ",".join(["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS])
@@ -253,5 +263,7 @@ def write_phantom_chexpert(
             "lateral": p_lateral, "valid_fraction": valid_fraction, "uncertain_rule": {k: asdict(r) for k, r in rules.items()},
             "intensity": INTENSITY, "prevalence": PREVALENCE, "labels": list(COMPETITION),
             "images": len(tables[False]) + len(tables[True]) - 2}
+    if where is not None:  # only when set, so that the default phantom.json stays as it was
+        meta["site"] = where.to_dict()
     atomic_write_text(root / "phantom.json", json.dumps(meta, indent=2) + "\n")
     return root

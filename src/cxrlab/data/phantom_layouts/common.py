@@ -51,3 +51,14 @@ def clear_previous(folder: Path, subdirs: Sequence[str]) -> None:
     if (folder / "phantom.json").is_file():
         for sub in subdirs:
             shutil.rmtree(folder / sub, ignore_errors=True)
+
+
+def save_masks(root: str | Path, rel: str, masks: dict[str, np.ndarray]) -> None:
+    """Write ``masks`` (structure -> bool array) as ``root/masks/<structure>/<rel>.png``, 0 / 255,
+    where ``rel`` is the image's path without suffix (what :func:`cxrlab.data.masks.read_masks` matches)."""
+    for structure, mask in masks.items():
+        save_image(Path(root) / "masks" / structure / f"{rel}.png", mask.astype(np.uint8) * 255)
+
+
+MASKS_META = {"layout": "masks/<structure>/<image path>.png", "structures": ["right_lung", "left_lung", "heart"],
+              "pixels": "original", "values": "0 outside, 255 inside"}

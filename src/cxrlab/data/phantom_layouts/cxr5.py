@@ -30,11 +30,13 @@ import numpy as np
 
 from cxrlab.data.phantom import draw_frontal
 from cxrlab.data.phantom_layouts.common import (
+    MASKS_META,
     check_args,
     clear_previous,
     draw,
     run_jobs,
     save_image,
+    save_masks,
 )
 from cxrlab.data.phantom_layouts.draw import Anatomy
 from cxrlab.data.phantom_layouts.patterns import extra_patterns
@@ -55,12 +57,15 @@ def class_of(index: int, seed: int, weights: dict[str, float]) -> int:
 
 
 def _render(args: tuple) -> np.ndarray:
-    index, size, seed, k, path = args
+    index, size, seed, k, path, *masks_at = args  # masks_at: (root, rel) with masks=True
     rng = draw(seed, 22, index)
     pose = (float(rng.normal(0, 0.012)), float(rng.normal(0, 0.012)))
     name = CLASSES[k]
     hook = extra_patterns({name: (PATTERN[name], float(rng.uniform(0.6, 1.0)))}) if name in PATTERN else None
-    pixels, _ = draw_frontal(size, Anatomy.draw(draw(seed, 21, index)), pose, rng, {}, extra=hook)
+    masks: dict[str, np.ndarray] | None = {} if masks_at else None
+    pixels, _ = draw_frontal(size, Anatomy.draw(draw(seed, 21, index)), pose, rng, {}, extra=hook, masks=masks)
+    if masks_at:
+        save_masks(*masks_at[0], masks)
     if path:
         save_image(path, pixels)
         return np.empty(0, np.uint8)
@@ -93,6 +98,7 @@ def write_phantom_cxr5(
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     weights: dict[str, float] | None = None,
     workers: int | None = None,
+    masks: bool = False,
 ) -> Path:
     """Write ``n`` five-class phantom images; return ``data.root`` (the .npz file, or ``out``).
 
@@ -105,20 +111,28 @@ def write_phantom_cxr5(
         fractions: train/val/test shares, stratified by class.
         weights: class frequencies (default :data:`WEIGHTS`).
         workers: processes to render with (default: all cores).
+        masks: also write the lung and heart masks, ``masks/<structure>/<split>/<CLASS>/<i>.png``
+            (folder) or ``masks/<structure>/<split>/<position in the split>.png`` (npz: the names
+            the ``npz`` source gives its exported images).
     """
     if fmt not in ("npz", "folder"):
         raise CxrlabError(f"phantom cxr5: fmt {fmt!r}; expected npz or folder")
     check_args(n, size, len(CLASSES))
     weights = {**WEIGHTS, **(weights or {})}
     out = Path(out)
-    clear_previous(out, ("train", "val", "test", "cxr5_png"))  # also the npz source's stale PNG export
+    clear_previous(out, ("train", "val", "test", "cxr5_png", "masks"))  # also the npz source's stale PNG export
     out.mkdir(parents=True, exist_ok=True)
     classes = np.array([class_of(i, seed, weights) for i in range(n)])
     split = _splits(classes, seed, fractions)
     paths = [str(out / split[i] / CLASSES[k] / f"{i:06d}.png") if fmt == "folder" else ""
              for i, k in enumerate(classes)]
-    pixels = run_jobs(_render, [(i, size, seed, int(k), paths[i]) for i, k in enumerate(classes)], workers,
-                      "phantom cxr5")
+    rels = [p[len(str(out)) + 1:].rsplit(".", 1)[0] for p in paths]
+    if fmt == "npz":  # the npz source names image j of a split <split>/<j:06d>.png
+        for s in ("train", "val", "test"):
+            for j, i in enumerate(np.flatnonzero(split == s)):
+                rels[i] = f"{s}/{j:06d}"
+    pixels = run_jobs(_render, [(i, size, seed, int(k), paths[i], *([(str(out), rels[i])] if masks else []))
+                                for i, k in enumerate(classes)], workers, "phantom cxr5")
     root = out
     if fmt == "npz":
         arrays: dict[str, np.ndarray] = {"label_names": np.array(CLASSES)}
@@ -133,5 +147,7 @@ def write_phantom_cxr5(
               for s in ("train", "val", "test")}
     meta = {"generator": "cxrlab.phantom", "layout": f"cxr5-{fmt}", "n": n, "size": size, "seed": seed,
             "fractions": list(fractions), "weights": weights, "labels": list(CLASSES), "counts": counts}
+    if masks:  # only when set, so that the default phantom.json stays as it was
+        meta["masks"] = MASKS_META
     atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
     return root

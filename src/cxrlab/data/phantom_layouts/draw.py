@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from cxrlab.data.phantom_layouts.site import Site, apply_site
+
 Box = tuple[float, float, float, float]  # x, y, w, h in pixels
 
 
@@ -92,8 +94,14 @@ def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(lin, lin)
 
 
-def acquire(img: np.ndarray, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Distractor marker, vignetting, exposure, noise and gamma; float image -> uint8."""
+def acquire(img: np.ndarray, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator,
+            site: Site | None = None) -> np.ndarray:
+    """Distractor marker, vignetting, exposure, noise and gamma; float image -> uint8.
+
+    ``site``: another phantom hospital's acquisition (:mod:`.site`); None draws the default's.
+    """
+    if site is not None:
+        return apply_site(img, xx, yy, rng, site)
     if rng.random() < 0.3:  # radio-opaque side marker in an upper corner
         mx = rng.uniform(0.06, 0.14) if rng.random() < 0.5 else rng.uniform(0.82, 0.9)
         my = rng.uniform(0.05, 0.12)

@@ -23,11 +23,13 @@ from pathlib import Path
 
 from cxrlab.data.phantom import draw_frontal, patient_of
 from cxrlab.data.phantom_layouts.common import (
+    MASKS_META,
     check_args,
     clear_previous,
     draw,
     run_jobs,
     save_image,
+    save_masks,
 )
 from cxrlab.data.phantom_layouts.draw import Anatomy
 from cxrlab.data.phantom_layouts.patterns import extra_patterns
@@ -58,15 +60,18 @@ def file_name(index: int, patient: int, follow_up: int, cls: str, kind: str) -> 
 
 
 def _render(args: tuple) -> None:
-    index, size, seed, cls, kind, path = args
+    index, size, seed, cls, kind, path, *masks_at = args  # masks_at: (root, rel) with masks=True
     patient = patient_of(index, seed)[0]
     rng = draw(seed, 2, index)
     pose = (float(rng.normal(0, 0.012)), float(rng.normal(0, 0.012)))
     s = float(rng.uniform(0.5, 1.0)) if cls == "PNEUMONIA" else 0.0
     pattern = "lobar_consolidation" if kind == "bacteria" else "interstitial"
     hook = extra_patterns({"Pneumonia": (pattern, s)})
-    pixels, _ = draw_frontal(size, Anatomy.draw(draw(seed, 1, patient)), pose, rng, {}, extra=hook)
+    masks: dict | None = {} if masks_at else None
+    pixels, _ = draw_frontal(size, Anatomy.draw(draw(seed, 1, patient)), pose, rng, {}, extra=hook, masks=masks)
     save_image(path, pixels)
+    if masks_at:
+        save_masks(*masks_at[0], masks)
 
 
 def _assign(images: dict[int, list[int]], cls: dict[int, str], seed: int, test_fraction: float,
@@ -117,6 +122,7 @@ def write_phantom_kermany(
     val_per_class: int = 8,
     shared_patients: int = 1,
     workers: int | None = None,
+    masks: bool = False,
 ) -> Path:
     """Write ``n`` phantom images in the Kermany layout; return ``out`` (``data.root``).
 
@@ -130,10 +136,11 @@ def write_phantom_kermany(
         val_per_class: about this many images per class in ``val`` (0: no val folder).
         shared_patients: patients with images in both train and test (the real leak; 0: none).
         workers: processes to render with (default: all cores).
+        masks: also write the lung and heart masks, ``masks/<structure>/<split>/<CLASS>/<image stem>.png``.
     """
     check_args(n, size, 8)
     out = Path(out)
-    clear_previous(out, ("train", "val", "test"))
+    clear_previous(out, ("train", "val", "test", "masks"))
     images: dict[int, list[int]] = {}
     for i in range(n):
         images.setdefault(patient_of(i, seed)[0], []).append(i)
@@ -145,7 +152,8 @@ def write_phantom_kermany(
         c, kind = case[p]
         for f, i in enumerate(idx):
             rel = f"{split[i]}/{c}/{file_name(i, p, f, c, kind)}"
-            jobs.append((i, size, seed, c, kind, str(out / rel)))
+            jobs.append((i, size, seed, c, kind, str(out / rel),
+                         *([(str(out), rel.rsplit(".", 1)[0])] if masks else [])))
             files.append(rel)
     run_jobs(_render, jobs, workers, "phantom kermany")
     shared = sorted(p for p, idx in images.items() if len({split[i] for i in idx} - {"val"}) > 1)
@@ -155,5 +163,7 @@ def write_phantom_kermany(
             "pneumonia_fraction": pneumonia_fraction, "test_fraction": test_fraction,
             "val_per_class": val_per_class, "shared_patients": [patient_id(p, *case[p]) for p in shared],
             "counts": counts}
+    if masks:  # only when set, so that the default phantom.json stays as it was
+        meta["masks"] = MASKS_META
     atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
     return out

@@ -28,6 +28,7 @@ from cxrlab.data.phantom_layouts.draw import (
     smooth_noise,
     soft,
 )
+from cxrlab.data.phantom_layouts.site import Site
 
 
 def draw_lateral(
@@ -36,8 +37,10 @@ def draw_lateral(
     pose: tuple[float, float],
     rng: np.random.Generator,
     findings: Mapping[str, float],
+    site: Site | None = None,
 ) -> np.ndarray:
-    """Draw a lateral radiograph (uint8, ``size`` x ``size``) with these finding intensities."""
+    """Draw a lateral radiograph (uint8, ``size`` x ``size``) with these finding intensities
+    (``site``: another phantom hospital's acquisition, :mod:`.site`)."""
     a = anatomy
     sev = {k: float(v) for k, v in findings.items()}
     xx, yy = grid(size)
@@ -91,4 +94,4 @@ def draw_lateral(
     if sev.get("Nodule", 0):
         px, py = point_in(inside, rng)
         img += (0.20 * sev["Nodule"]) * np.exp(-ellipse(xx, yy, (px + 0.5) / size, (py + 0.5) / size, 0.028, 0.028) ** 1.5)
-    return acquire(img.astype(np.float32), xx, yy, rng)
+    return acquire(img.astype(np.float32), xx, yy, rng, site)

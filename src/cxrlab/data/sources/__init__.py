@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cxrlab.data.manifest import Manifest
+from cxrlab.data.manifest import Manifest, with_demographics
 from cxrlab.data.splits import (
     apply_split_file,
     carve_by_patient,
@@ -129,6 +129,9 @@ def load_source(name: str, root: str, labels: list[str] | None = None, options: 
                 split_file: str | Path | None = None, task: str | None = None) -> Manifest:
     """Build the manifest of dataset ``name`` stored at ``root``, with complete splits.
 
+    Every manifest it returns has the demographic columns (``source`` = ``name`` where the
+    source says nothing else, ``age``, ``sex``, ``site``; see :mod:`cxrlab.data.manifest`).
+
     ``task`` is the config's task; ``binary`` is honoured for any single-label
     source (see :func:`as_task`), other values leave the source's own task.
     """
@@ -137,6 +140,7 @@ def load_source(name: str, root: str, labels: list[str] | None = None, options: 
     m = _SOURCES[name](root=root, labels=labels, options=dict(options or {}))
     if len(m.frame) == 0:
         raise CxrlabError(f"{root}: no images found for source {name!r}")
+    m.frame = with_demographics(m.frame, name)
     if task is not None:
         m = as_task(m, task, name)
     return complete_splits(m, val_fraction, fractions, seed, split_file)

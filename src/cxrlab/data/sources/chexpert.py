@@ -8,7 +8,9 @@ which is resolved against ``root`` or its parent, whichever holds the files.
 Columns used: ``Path``, ``Frontal/Lateral``, ``AP/PA`` and the 14 observations
 with values 1 (positive), 0 (negative), -1 (uncertain) or blank (not
 mentioned), kept as 1/0/-1/NaN; the uncertainty policy is applied later
-(``data.uncertain``).  Patient and study come from the path.
+(``data.uncertain``).  Patient and study come from the path; ``Age`` and ``Sex`` (Male/Female/Unknown), where the
+CSV has them, become the manifest's ``age`` and ``sex`` (M/F/empty); ``site`` comes from an optional ``Site``
+column (empty without one: the dataset is one hospital's, and ``source`` already says which).
 ``train.csv`` is the training pool (validation is carved from it by patient);
 ``valid.csv`` (234 radiologist-labelled images) is the test split.
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.manifest import Manifest, numeric_labels
+from cxrlab.data.manifest import Manifest, normalize_age, normalize_sex, numeric_labels
 from cxrlab.data.sources import check_options, register_source
 from cxrlab.errors import CxrlabError
 
@@ -53,7 +55,10 @@ def read_chexpert_csv(path: Path, labels: list[str]) -> pd.DataFrame:
     lateral = raw["Frontal/Lateral"].str.lower().eq("lateral")
     view = np.where(lateral, "LATERAL", raw["AP/PA"].fillna("").astype(str).str.upper())
     frame = pd.DataFrame({"image": raw["Path"], "patient": parts[0], "study": parts[0] + "/" + parts[1],
-                          "view": view, "split": ""})
+                          "view": view, "split": "", "source": "chexpert",
+                          "age": normalize_age(raw["Age"], path, "Age") if "Age" in raw.columns else np.nan,
+                          "sex": normalize_sex(raw["Sex"], path, "Sex") if "Sex" in raw.columns else "",
+                          "site": raw["Site"].fillna("").astype(str) if "Site" in raw.columns else ""})
     return pd.concat([frame, values], axis=1)
 
 

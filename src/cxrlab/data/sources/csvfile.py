@@ -5,6 +5,9 @@ relative to the CSV's folder (or absolute).  Columns:
 
 * ``path`` (or ``image``): the image file (required);
 * ``patient``, ``split`` (train/val/test), ``view``: optional;
+* ``age`` (years, or DICOM ``058Y``), ``sex`` (M/F/Male/Female/blank), ``site`` and ``source``
+  (a name for where the row comes from; default ``csv``): optional, kept in the manifest and the
+  prediction tables;
 * labels, either one column per label listed in ``data.labels`` with values
   1/0/-1/blank (multi-label), or one ``label`` column of class names
   (multi-class; classes sorted unless ``data.labels`` orders them).
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.manifest import Manifest, numeric_labels
+from cxrlab.data.manifest import Manifest, normalize_age, normalize_sex, numeric_labels
 from cxrlab.data.sources import check_options, register_source
 from cxrlab.errors import CxrlabError
 
@@ -48,6 +51,10 @@ def csvfile(root: str, labels: list[str] | None = None, options: dict | None = N
     frame = pd.DataFrame({"image": raw[pcol].astype(str)})
     frame["patient"] = raw[patient_col].astype(str) if patient_col in raw.columns else frame["image"]
     frame["view"] = raw["view"].fillna("").astype(str) if "view" in raw.columns else ""
+    frame["source"] = raw["source"].fillna("").astype(str) if "source" in raw.columns else ""
+    frame["age"] = normalize_age(raw["age"], path, "age") if "age" in raw.columns else np.nan
+    frame["sex"] = normalize_sex(raw["sex"], path, "sex") if "sex" in raw.columns else ""
+    frame["site"] = raw["site"].fillna("").astype(str) if "site" in raw.columns else ""
     if split_col in raw.columns:
         split = raw[split_col].fillna("").astype(str).str.lower()
         bad = ~split.isin(["train", "val", "test", ""])
