@@ -26,6 +26,8 @@ def study_run(
                                                       "on each at a time (default: every visible GPU).")] = None,
     slurm: Annotated[list[str] | None, typer.Option(help="submitit parameter key=value, e.g. "
                                                           "slurm_partition=gpu, gpus_per_node=1 (repeatable).")] = None,
+    masks: Annotated[Path | None, typer.Option(help="Lung/heart masks for every cell's audit (a PNG folder, a "
+                                                    "CheXmask CSV or a COCO RLE JSON; phantom forms have their own).")] = None,
 ) -> None:
     """Train every cell not yet done (a killed study resumes), make the post steps' cells, write the report."""
     from cxrlab.config import parse_overrides
@@ -34,7 +36,8 @@ def study_run(
     params = parse_overrides(slurm or [])
     if devices is not None:
         params["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
-    report = run_study(study, str(root) if root else None, overrides or [], phantom, out, launcher, params)
+    report = run_study(study, str(root) if root else None, overrides or [], phantom, out, launcher, params,
+                       masks=masks)
     _wrote(report)
 
 

@@ -25,6 +25,7 @@ from cxrlab.evaluate.records import Comparison, Estimate  # noqa: E402
 from cxrlab.report import present  # noqa: E402
 from cxrlab.report.html import CSS  # noqa: E402
 from cxrlab.report.html import table as page_table  # noqa: E402
+from cxrlab.report.plots import method_name  # noqa: E402
 from cxrlab.runio import atomic_write, atomic_write_text  # noqa: E402
 from cxrlab.studies.folder import StudyFolder  # noqa: E402
 from cxrlab.studies.spec import dotted  # noqa: E402
@@ -312,6 +313,82 @@ def localization_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]
     return head, rows
 
 
+def _audit_ci_label(data: dict[str, Any]) -> str:
+    """``95% CI, B=1000``: the B of the cells' audits (they resample with the study's B when ``study run`` ran)."""
+    bs = sorted({r["audit"].get("n_boot") for r in data["cells"].values() if r.get("audit", {}).get("n_boot")})
+    return f"95% CI, B={'/'.join(str(b) for b in bs) or 'n/a'}"
+
+
+def audit_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Each cell's lung-energy share (CAM energy inside the lung masks) per label, its uniform-map baseline, and
+    the audited images; a cell without an audit says why (``no masks (cxrlab audit --masks SPEC)``)."""
+    cells = {n: r.get("audit") or {} for n, r in data["cells"].items()}
+    if not cells:
+        return None
+    keys = list(dict.fromkeys(k for a in cells.values() for k in a.get("share", {})))
+    keys = keys or ["-"]  # no cell audited: one column that says why, never a missing section
+    ci = _audit_ci_label(data)
+    one = len(keys) == 1
+    head = ["cell", *(f"lung-energy share [{ci}]" if one else f"{k}: lung-energy share [{ci}]" for k in keys),
+            "uniform map (same masks)", "audited positives / test images", "flagged (CI below uniform)"]
+    rows = []
+    for name, a in cells.items():
+        cell = name + (" (baseline)" if name == data["baseline"] else "")
+        if "share" not in a:
+            rows.append([cell, *(a.get("missing", "no masks (cxrlab audit --masks SPEC)") for _ in keys), present.NA,
+                         present.NA, present.NA])
+            continue
+        uni = "; ".join(f"{lab} {present.value(Estimate.from_dict(u))}" if not one else present.value(Estimate.from_dict(u))
+                        for lab, u in a.get("uniform", {}).items())
+        counts = a.get("counts") or {}
+        rows.append([cell, *(_share(a, k) for k in keys), uni or present.NA,
+                     f"{sum((a.get('n') or {}).values())} / {counts.get('test_images', present.NA)}",
+                     ", ".join(a.get("flagged") or []) or "none"])
+    return head, rows
+
+
+def _share(a: dict[str, Any], key: str) -> str:
+    """One cell's share of one label, or why there is none (no audited positive; every map without energy)."""
+    if key not in a["share"]:
+        return "no audited positive"
+    est = Estimate.from_dict(a["share"][key], "value")
+    if est.defined:
+        return present.ci(est)
+    zero, n = (a.get("no_energy") or {}).get(key), (a.get("n") or {}).get(key)
+    return f"n/a (no CAM energy in {zero} of {n} maps)" if zero else present.NA
+
+
+def audit_tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Lung-energy share of cell A minus cell B (the baseline) per label, paired bootstrap on the same images."""
+    pairs = (data.get("audit") or {}).get("comparisons") or []
+    rows = []
+    bs = sorted({p.get("n_boot") for p in pairs} - {None})
+    for pair in pairs:
+        for r in pair["rows"]:
+            d = Estimate.from_dict(r["diff"])
+            diff = present.diff_ci(d) if d.defined else "n/a (a cell's maps have no energy there)"
+            rows.append([pair["a"], pair["b"], r["label"], diff, _p(r["p"], pair.get("n_boot")),
+                         f"{r['images']} (paired)" if r.get("paired") else "independent (different images)"])
+    if not rows:
+        return None
+    head = ["cell A", "cell B", "label", f"lung-energy share diff A-B, observed [95% CI, B={'/'.join(map(str, bs))}]",
+            "bootstrap p", "images"]
+    return head, rows
+
+
+def _audit_note(data: dict[str, Any]) -> str:
+    a = data.get("audit") or {}
+    method = method_name(a.get("method") or "gradcam")
+    masks = a.get("masks")
+    where = (f"the masks at {masks}" if masks else "no masks: the cells were not audited (study run --masks SPEC, "
+             "or cxrlab audit RUN --masks SPEC per cell)")
+    return (f"Share of each cell's {method} CAM energy inside the lung masks ({where}), on the test images positive "
+            "for the label (multi-class: its class; 'all test images': every audited test image with its true "
+            "class's map), mean with a patient-bootstrap 95% CI; a uniform map on the same masks is the share of the "
+            "image the lungs cover. The paired test resamples the images both cells audited (two models, the same "
+            "images). A higher share is not a better model: see docs/audit.md for what it does and does not say.")
+
+
 def axis_plot(data: dict[str, Any]) -> str | None:
     """Headline metric vs the first axis, with 95% CI bars (one line per value of a second axis)."""
     if not data["axes"]:
@@ -430,6 +507,11 @@ def render_study(study: StudyFolder, data: dict[str, Any]) -> Path:
         ("Localisation by box size (CAM boxes, IoU >= 0.1)", localization_table(data), None,
          "Accuracy = share of images where a CAM box hits a true box; precision = hits / boxes; classes "
          "ordered by mean true-box area."),
+        ("Where the model looks (lung-energy share, cxrlab audit)", audit_table(data), None, _audit_note(data)),
+        (f"Lung-energy share against the baseline ({data['baseline']})", audit_tests_table(data), None,
+         "Paired bootstrap of the difference in mean lung-energy share (the observed difference on the shared test "
+         "images, with the resamples' 95% percentile interval; patients resampled). A p-value with no crossing is "
+         "reported as p < 1/B."),
         ("Metric vs axis", None, axis_plot(data), ""),
         ("Training curves", None, curves_plot(data), ""),
     ]

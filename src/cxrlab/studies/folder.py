@@ -11,6 +11,7 @@ A study folder ``studies/<name>`` (``<name>-phantom`` for the small form)::
     figures/          the report's figures as PNG files (report.md links them)
     runs/<cell>/      one run folder per cell (trained cells and post-step cells such as ensembles)
     data/, data.json  the phantom form's dataset and its marker (what was drawn)
+    data/masks/       the phantom form's lung and heart masks (what ``study run`` audits each cell against)
     cache/            the phantom form's decoded-image cache
     logs/             one log and one resolved config per cell of the per-GPU launcher
     submitit/         submitit's job folders (the SLURM launcher)
@@ -37,6 +38,7 @@ class StudyFolder:
     RUNS = "runs"
     DATA = "data"
     DATA_MARKER = "data.json"
+    MASKS = "masks"
     CACHE = "cache"
     LOGS = "logs"
     SUBMITIT = "submitit"
@@ -53,6 +55,7 @@ class StudyFolder:
         self.runs = self.path / self.RUNS
         self.data_dir = self.path / self.DATA
         self.data_marker = self.path / self.DATA_MARKER
+        self.data_masks = self.data_dir / self.MASKS
         self.cache_dir = self.path / self.CACHE
         self.logs = self.path / self.LOGS
         self.submitit = self.path / self.SUBMITIT

@@ -47,7 +47,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def write_study_files(study: StudyFolder, spec: StudySpec, source: Path, cells: dict[str, dict[str, Any]],
-                      command_line: list[str], root: str | None, phantom: bool, baseline: str) -> Path:
+                      command_line: list[str], root: str | None, phantom: bool, baseline: str,
+                      masks: str | None = None) -> Path:
     """Write ``preset.yaml`` (the study file, verbatim), ``recipe.yaml`` (its base recipe, verbatim) and
     ``study.yaml`` (what runs); return the latter.
 
@@ -55,6 +56,7 @@ def write_study_files(study: StudyFolder, spec: StudySpec, source: Path, cells: 
         source: the study file the spec came from (a preset's file in the package, or the user's).
         cells: cell name -> its resolved config (``ExperimentConfig.model_dump(mode="json")``).
         command_line: the ``key=value`` overrides as typed.
+        masks: the mask spec each cell is audited against (None: no masks, the cells are not audited).
     """
     study.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(study.preset_file, Path(source).read_text(encoding="utf-8"))
@@ -69,7 +71,7 @@ def write_study_files(study: StudyFolder, spec: StudySpec, source: Path, cells: 
     common = {k: first[k] for k in keys if all(k in f and f[k] == first[k] for f in flat.values())}
     doc = {"study": spec.name, "title": spec.title, "source": str(source),
            "base": str(base) if base is not None else None, "phantom": phantom, "root": root,
-           "command_line": list(command_line), "baseline": baseline, "common": common,
+           "command_line": list(command_line), "baseline": baseline, "masks": masks, "common": common,
            "cells": {name: {k: v for k, v in f.items() if k not in common} for name, f in flat.items()}}
     text = _HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True, width=110)
     return atomic_write_text(study.resolved_file, text)

@@ -18,6 +18,7 @@ A study is a paper's comparison as data::
     published: {image_size=64: {macro: 0.775, labels: {Atelectasis: 0.74}}}
     phantom: {kind: nih14, n: 600, size: 256, overrides: {train.epochs: 3},
               cells: {densenet121: {model.options: {growth_rate: 8, block_config: [2, 2, 2, 2]}}}}
+    audit: {method: gradcam, masks: /data/masks}   # each cell's lung-energy share (the phantom has masks)
 
 Cell names come from the axes (``image_size=64``, ``name=value`` joined by
 ``,``), so they are stable, readable folder names.  Presets ship as package
@@ -69,6 +70,19 @@ class PhantomSpec(BaseModel):
     baseline: str | None = None
 
 
+class AuditSpec(BaseModel):
+    """Where each cell looks (``cxrlab audit``, run by ``study run`` after training when masks are known)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str = "gradcam"
+    """The CAM method of the lung-energy share (:data:`cxrlab.explain.cams.METHODS`)."""
+    masks: str | None = None
+    """A mask folder or file for a real-data study (``study run --masks SPEC`` wins); the phantom form
+    writes its own."""
+    sanity: int = Field(0, ge=0)
+    """Images of the randomisation and deletion checks per cell (0: skip; ``cxrlab audit RUN`` runs them)."""
+
+
 class StudySpec(BaseModel):
     """A study file (the module docstring shows one); a preset is one shipped in this package.
 
@@ -93,6 +107,7 @@ class StudySpec(BaseModel):
     published: dict[str, dict[str, Any]] = {}
     published_source: str = ""
     phantom: PhantomSpec | None = None
+    audit: AuditSpec = AuditSpec()
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:

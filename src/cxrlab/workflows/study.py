@@ -9,8 +9,9 @@ through submitit (its local executor runs the same path on one machine).
 Before any cell trains, the study folder gets ``preset.yaml`` (the study file
 as given) and ``study.yaml`` (what runs: every cell's resolved config and the
 command line verbatim).  After the cells, ``study run`` makes the post-step
-cells (ensembles, evaluated with the study's B); the study report is written
-at the end (:mod:`.study_report`, which only reads the run folders).  Every
+cells (ensembles, evaluated with the study's B) and audits every trained cell
+where the study has masks (:func:`run_audits`: each cell's lung-energy share,
+``cxrlab audit``); the study report is written at the end (:mod:`.study_report`, which only reads the run folders).  Every
 name in the folder comes from :class:`~cxrlab.studies.folder.StudyFolder`.
 
 A cell's config is a tree: the base recipe with the study's ``recipe``, then
@@ -64,6 +65,9 @@ class StudyPlan:
     root: str | None = None
     source: str = ""
     """The study file or preset name the plan was made from."""
+    masks: str | None = None
+    """The mask spec every trained cell is audited against (``--masks``, the study's ``audit.masks``, or the
+    phantom form's own masks); None: the cells are not audited and the report says so."""
 
     @property
     def folder(self) -> Path:
@@ -97,9 +101,20 @@ def cell_status(run: RunFolder, cfg: ExperimentConfig) -> str:
 
 
 def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
-               phantom: bool = False, out: str | Path = "studies") -> StudyPlan:
-    """Resolve every cell's config and status (nothing is trained; the phantom form's data is written once)."""
+               phantom: bool = False, out: str | Path = "studies", masks: str | Path | None = None) -> StudyPlan:
+    """Resolve every cell's config and status (nothing is trained; the phantom form's data is written once).
+
+    ``masks`` (a mask folder or file, :func:`cxrlab.data.masks.read_masks`) wins over the study's
+    ``audit.masks`` and the phantom form's own masks.
+    """
+    from cxrlab.explain.cams import METHODS
+
     spec, base = load_study(ref)
+    if spec.audit.method not in METHODS:
+        raise CxrlabError(f"study {spec.name}: audit.method: unknown explanation method {spec.audit.method!r}; "
+                          f"known: {', '.join(METHODS)}")
+    if masks is not None and not Path(masks).exists():
+        raise CxrlabError(f"--masks {masks}: no such mask folder or file")
     study = StudyFolder.of(spec.name, phantom, out)
     cells = spec.grid()
     baseline = spec.baseline_cell()
@@ -123,7 +138,10 @@ def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | 
         if not cfg.data.root:
             raise CxrlabError(f"study {spec.name}: no data root; pass --root DATA (or --phantom)")
         planned.append(PlannedCell(cell.name, cfg, cell_status(RunFolder(study.run_path(cell.name)), cfg)))
-    return StudyPlan(spec, study, planned, baseline, phantom, list(overrides or []), root, str(ref))
+    found = masks if masks is not None else spec.audit.masks if spec.audit.masks else \
+        (_phantom_masks(study) if phantom else None)
+    return StudyPlan(spec, study, planned, baseline, phantom, list(overrides or []), root, str(ref),
+                     str(found) if found is not None else None)
 
 
 def cell_config(base: dict[str, Any], form: dict[str, Any], own: dict[str, Any], small: dict[str, Any],
@@ -152,11 +170,20 @@ def write_plan(plan: StudyPlan) -> Path:
 
     cells = {c.name: c.cfg.model_dump(mode="json") for c in plan.cells}
     return write_study_files(plan.study, plan.spec, study_path(plan.source), cells, plan.overrides, plan.root,
-                             plan.phantom, plan.baseline)
+                             plan.phantom, plan.baseline, plan.masks)
+
+
+#: Phantom kinds that draw their own lung and heart masks (``write_phantom_dataset(..., masks=True)``).
+MASK_KINDS = ("nih14", "kermany", "cxr5")
 
 
 def _phantom_data(spec: StudySpec, study: StudyFolder) -> dict[str, Any]:
-    """Write (once) the study's phantom dataset in the real layout; return its data keys (dotted)."""
+    """Write (once) the study's phantom dataset in the real layout; return its data keys (dotted).
+
+    Kinds that know their anatomy (:data:`MASK_KINDS`) also write their lung and heart masks
+    (:attr:`StudyFolder.data_masks`; the images are the same bytes), so every cell can be audited;
+    ``options: {masks: false}`` turns them off.
+    """
     import json
 
     from cxrlab.data.phantom_dataset import write_phantom_dataset
@@ -164,15 +191,21 @@ def _phantom_data(spec: StudySpec, study: StudyFolder) -> dict[str, Any]:
 
     p = spec.phantom
     marker = study.data_marker
-    made = {"kind": p.kind, "n": p.n, "size": p.size, "options": p.options}
+    options = {"masks": True, **p.options} if p.kind in MASK_KINDS else dict(p.options)
+    made = {"kind": p.kind, "n": p.n, "size": p.size, "options": options}
     if marker.is_file() and json.loads(marker.read_text()).get("made") == made:
         src = json.loads(marker.read_text())["source"]
     else:
-        ps = write_phantom_dataset(p.kind, study.data_dir, n=p.n, size=p.size, seed=0, **p.options)
+        ps = write_phantom_dataset(p.kind, study.data_dir, n=p.n, size=p.size, seed=0, **options)
         src = {"source": ps.source, "root": str(ps.root), "labels": ps.labels, "task": ps.task}
         atomic_write_json(marker, {"made": made, "source": src})
     return {"data.source": src["source"], "data.root": src["root"], "task": src["task"],
             "data.labels": list(src["labels"]), "data.cache_dir": str(study.cache_dir)}
+
+
+def _phantom_masks(study: StudyFolder) -> Path | None:
+    """The phantom form's own masks, when its dataset was written with them."""
+    return study.data_masks if study.data_masks.is_dir() else None
 
 
 def run_cell(cfg: ExperimentConfig, status: str) -> dict[str, Any]:
@@ -182,22 +215,23 @@ def run_cell(cfg: ExperimentConfig, status: str) -> dict[str, Any]:
 
 def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
               phantom: bool = False, out: str | Path = "studies", launcher: str = "local",
-              launcher_options: dict[str, Any] | None = None) -> Path:
+              launcher_options: dict[str, Any] | None = None, masks: str | Path | None = None) -> Path:
     """Run every cell not yet done, then the post-steps and the study report; return ``report.html``.
 
     ``launcher="local"`` runs one cell per visible GPU at a time, each in its own process
     (``launcher_options["devices"]`` names them; a single device or none: in this process, in
     order); ``slurm`` / ``submitit-local`` submit a submitit job array (``launcher_options`` are
-    submitit parameters).  The study folder is locked (:class:`~cxrlab.locks.FolderLock`) from before
+    submitit parameters).  ``masks``: the mask spec the cells are audited against (:func:`run_audits`).
+    The study folder is locked (:class:`~cxrlab.locks.FolderLock`) from before
     the first write to the end of the report: a second ``study run`` of it is refused in one line.
     """
     with FolderLock(StudyFolder.of(load_study(ref)[0].name, phantom, out).path, what="study"):
-        return _run_study(ref, root, overrides, phantom, out, launcher, launcher_options)
+        return _run_study(ref, root, overrides, phantom, out, launcher, launcher_options, masks)
 
 
 def _run_study(ref: str | Path, root: str | None, overrides: list[str] | None, phantom: bool, out: str | Path,
-               launcher: str, launcher_options: dict[str, Any] | None) -> Path:
-    plan = plan_study(ref, root, overrides, phantom, out)
+               launcher: str, launcher_options: dict[str, Any] | None, masks: str | Path | None = None) -> Path:
+    plan = plan_study(ref, root, overrides, phantom, out, masks)
     write_plan(plan)
     todo = [c for c in plan.cells if c.status != "done"]
     say(f"study {plan.spec.name}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, "
@@ -213,6 +247,7 @@ def _run_study(ref: str | Path, root: str | None, overrides: list[str] | None, p
     else:
         raise CxrlabError(f"unknown launcher {launcher!r}; use local or slurm")
     run_post_steps(plan)
+    run_audits(plan)
     from cxrlab.workflows.study_report import study_report
 
     return study_report(plan.study, plan)
@@ -236,6 +271,42 @@ def run_post_steps(plan: StudyPlan) -> list[str]:
         evaluate_run(target, n_boot=plan.spec.n_boot)
         made.append(name)
     return made
+
+
+def run_audits(plan: StudyPlan) -> list[str]:
+    """Audit every finished trained cell against the study's masks (``cxrlab audit``: the lung-energy share per
+    label with patient-bootstrap CIs at the study's B, and ``audit_<method>.csv`` per image, from which the
+    report pairs each cell with the baseline); return the cells audited now.
+
+    A cell whose audit is current (same method, masks and B) is skipped; retraining a cell removes its audit
+    (``RunFolder.DERIVED``), so it is audited again.  Without masks nothing is audited and one line says so
+    (the report's column reads "no masks").  A cell whose audit stops (e.g. masks of other images) is named in
+    one line and left unaudited; the others go on.
+    """
+    from cxrlab.evaluate.records import AuditResult
+    from cxrlab.workflows.audit import audit_run
+
+    a = plan.spec.audit
+    if plan.masks is None:
+        say(f"study {plan.spec.name}: no masks, cells not audited (study run --masks SPEC, or cxrlab audit RUN "
+            "--masks SPEC)")
+        return []
+    done = []
+    for cell in plan.cells:
+        run = RunFolder(plan.study.run_path(cell.name))
+        if not run_finished(run):
+            continue
+        old = AuditResult.read(run.audit_file(a.method)) if run.audit_file(a.method).is_file() else None
+        if old is not None and old.mask_source == plan.masks and old.n_boot == plan.spec.n_boot \
+                and run.audit_images_file(a.method).is_file():
+            continue
+        try:
+            audit_run(run.path, masks=plan.masks, method=a.method, n_boot=plan.spec.n_boot, sanity=a.sanity)
+        except CxrlabError as e:
+            say(f"study {plan.spec.name}, cell {cell.name}: not audited: {e}")
+            continue
+        done.append(cell.name)
+    return done
 
 
 def _run_local(todo: list[PlannedCell]) -> None:

@@ -10,7 +10,9 @@ ROC points per cell,
 DeLong per label of each cell against the baseline (Holm-adjusted), the
 paired macro-AUC bootstrap and McNemar's test of accuracy (binary and
 multi-class cells), the study's extra comparisons, localisation per
-class ordered by box size, and the published-vs-ours differences; then writes
+class ordered by box size, where each cell looks (its audit's lung-energy share per label, and for
+multi-class cells over all audited test images, with the paired bootstrap difference to the
+baseline on the same images), and the published-vs-ours differences; then writes
 ``study.json``, ``report.md`` and a self-contained ``report.html``
 (:mod:`cxrlab.report.study`).
 
@@ -25,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cxrlab.errors import CxrlabError
+from cxrlab.evaluate.audit import difference_ci, mean_ci
 from cxrlab.evaluate.compare import compare_decisions, compare_tables
 from cxrlab.evaluate.evaluate import evaluate_tables, split_prediction_table
 from cxrlab.evaluate.metrics import roc_points
 from cxrlab.evaluate.operating import confusion_matrix
+from cxrlab.evaluate.records import AuditResult
 from cxrlab.locks import FolderLock
 from cxrlab.report.study import render_study
 from cxrlab.run import RunFolder
@@ -41,6 +46,13 @@ from cxrlab.studies.spec import load_study
 from cxrlab.workflows.study import run_finished
 
 SPLITS = ("train", "val", "test")
+
+#: What the lung-energy column says for a cell without an audit (a real-data study without masks).
+NO_MASKS = "no masks (cxrlab audit --masks SPEC)"
+#: ... and for a cell of a study with masks whose audit stopped (``study run`` named it in one line).
+NOT_AUDITED = "not audited (cxrlab audit RUN --masks SPEC says why)"
+#: The key of the share over all audited test images (multi-class cells: each image with its true class's map).
+ALL_IMAGES = "all test images"
 
 
 def _evaluation(run: RunFolder, n_boot: int) -> dict[str, Any]:
@@ -137,6 +149,58 @@ def _compare(study: StudyFolder, a: str, b: str, n_boot: int) -> dict[str, Any]:
     return res
 
 
+def _audit_images(run: RunFolder, method: str) -> pd.DataFrame | None:
+    path = run.audit_images_file(method)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _audit(run: RunFolder, method: str, task: str, masks: str | None) -> dict[str, Any]:
+    """The cell's lung-energy share per label from its ``audit_<method>.json`` (``{"missing": why}`` without one).
+
+    Multi-class cells add the share over all audited test images (:data:`ALL_IMAGES`, from the per-image table,
+    resampled by patient with the audit's B).
+    """
+    if not run.config_file.is_file():
+        return {"missing": "no model of its own (its members are audited)"}
+    res = AuditResult.read(run.audit_file(method)) if run.audit_file(method).is_file() else None
+    if res is None:
+        return {"missing": NOT_AUDITED if masks else NO_MASKS}
+    share = {lab: r.lung_share.to_dict() for lab, r in res.per_label.items()}
+    uniform = {lab: r.uniform_lung_share.to_dict() for lab, r in res.per_label.items()}
+    table = _audit_images(run, method)
+    if task == "multiclass" and table is not None and not table.empty:
+        seed = run.read_config().seed
+        share[ALL_IMAGES] = mean_ci(table["lung_share"].to_numpy(float), table["patient"].astype(str).to_numpy(),
+                                    res.n_boot or 1000, seed).to_dict()
+    return {"method": res.method, "n_boot": res.n_boot, "mask_source": res.mask_source, "share": share,
+            "uniform": uniform, "n": {lab: r.n for lab, r in res.per_label.items()},
+            "no_energy": {lab: r.no_energy for lab, r in res.per_label.items()}, "flagged": res.flagged,
+            "counts": res.counts}
+
+
+def _audit_compare(study: StudyFolder, a: str, b: str, method: str, n_boot: int) -> list[dict[str, Any]]:
+    """Lung-energy share of cell A minus cell B per label they both audited (:func:`audit_difference`: paired on
+    the shared test images), and over all audited images for multi-class cells; [] when either has no audit."""
+    from cxrlab.workflows.audit import audit_difference
+
+    ra, rb = RunFolder(study.run_path(a)), RunFolder(study.run_path(b))
+    ta, tb = _audit_images(ra, method), _audit_images(rb, method)
+    if ta is None or tb is None:
+        return []
+    out = []
+    for lab in [x for x in dict.fromkeys(ta["label"]) if x in set(tb["label"])]:
+        d, p, paired = audit_difference(ra.path, rb.path, lab, method, n_boot=n_boot)
+        images = len(ta[ta["label"] == lab].merge(tb[tb["label"] == lab], on="image")) if paired else None
+        out.append({"label": lab, "diff": d.to_dict(), "p": p, "paired": paired, "images": images})
+    if ra.read_model_record().task == "multiclass":
+        both = ta.merge(tb, on=["image", "label"], suffixes=("_a", "_b"))
+        if len(both):
+            d, p = difference_ci(both["lung_share_a"].to_numpy(float), both["lung_share_b"].to_numpy(float),
+                                 both["patient_a"].astype(str).to_numpy(), paired=True, n_boot=n_boot)
+            out.append({"label": ALL_IMAGES, "diff": d.to_dict(), "p": p, "paired": True, "images": len(both)})
+    return out
+
+
 def _post_made(run: RunFolder) -> bool:
     """A post step's prediction-only cell was made (its record and test predictions are there)."""
     return run.model_json.is_file() and run.has_predictions("test")
@@ -184,19 +248,27 @@ def _study_report(study: StudyFolder, plan: Any, ref: str | Path | None, n_boot:
     posts = list(spec.post_cells(finished))
     made = [n for n in posts if _post_made(RunFolder(study.run_path(n)))]
     rows = {n: _cell_row(RunFolder(study.run_path(n)), n_boot) for n in [*finished, *made]}
+    method = spec.audit.method
     resolved = read_resolved(study) or {}
+    for n, r in rows.items():
+        r["audit"] = _audit(RunFolder(study.run_path(n)), method, r["task"], resolved.get("masks"))
     comparisons = [{"a": n, "b": baseline, **_compare(study, n, baseline, n_boot)}
                    for n in finished if n != baseline and baseline in finished]
     for a, b in spec.comparisons:
         if a in finished and b in finished and not any({c["a"], c["b"]} == {a, b} for c in comparisons):
             comparisons.append({"a": a, "b": b, **_compare(study, a, b, n_boot), "requested": True})
+    audited = [n for n in finished if "share" in rows[n]["audit"]]
+    audit_pairs = [{"a": c["a"], "b": c["b"], "n_boot": n_boot, "rows": _audit_compare(study, c["a"], c["b"], method,
+                                                                                       n_boot)}
+                   for c in comparisons if c["a"] in audited and c["b"] in audited]
     data = {"name": spec.name, "title": spec.title, "description": spec.description, "baseline": baseline,
             "axes": spec.axes, "cells": rows, "comparisons": comparisons, "published": spec.published,
             "published_source": spec.published_source, "phantom": phantom,
             "missing": [n for n in [*names, *posts] if n not in rows],
             "overrides": {c.name: c.overrides for c in spec.grid() if c.name in rows},
             "command_line": resolved.get("command_line"), "root": resolved.get("root"),
-            "base": resolved.get("base"), "n_boot": n_boot}
+            "base": resolved.get("base"), "n_boot": n_boot,
+            "audit": {"method": method, "masks": resolved.get("masks"), "comparisons": audit_pairs}}
     curves = {n: r.pop("roc", None) for n, r in rows.items()}  # drawn, not stored: thousands of points a label
     atomic_write_json(study.result_file, data)
     for n, r in rows.items():
