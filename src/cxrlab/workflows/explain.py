@@ -9,7 +9,7 @@ import numpy as np
 from cxrlab.data.preprocess import load_image
 from cxrlab.errors import CxrlabError
 from cxrlab.explain.cams import attribute
-from cxrlab.models import activation, cam_layer
+from cxrlab.models import cam_layer
 from cxrlab.report.plots import explain_grid
 from cxrlab.report.run_report import render_report
 from cxrlab.run import ModelRecord, RunFolder
@@ -43,7 +43,7 @@ def explain_images(run_dir: str | Path, images: list[Path], out_dir: str | Path 
     for path in images:
         img = load_image(path, rec.preprocess)
         x = predictor.inputs(img[None])
-        prob = activation(predictor.logits(img[None]), rec.task)[0].numpy()
+        prob = np.asarray(predictor.probabilities(img[None])[0])  # calibrated, as predict and serve say
         if rec.task == "multiclass":
             chosen = [int(prob.argmax())]
         elif labels:

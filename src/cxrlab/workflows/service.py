@@ -22,7 +22,7 @@ from cxrlab.data.splits import shared_patients
 from cxrlab.errors import CxrlabError
 from cxrlab.explain.cams import METHODS, attribute
 from cxrlab.inference import decide
-from cxrlab.models import activation, cam_layer
+from cxrlab.models import cam_layer
 from cxrlab.report.overlay import cam_overlay_png
 from cxrlab.report.setup import preprocessing_steps
 from cxrlab.run import RunFolder
@@ -133,7 +133,8 @@ class ModelService:
             raise CxrlabError(f"unknown label {label!r}; the model's labels are {', '.join(rec.labels)}")
         pred, model = self.opened.predictor, self.opened.model
         with self.lock:
-            prob = activation(pred.logits(image_u8[None]), rec.task)[0].numpy()
+            # the probability /predict gives: the Predictor applies the run's fitted calibration (one place)
+            prob = pred.probabilities(image_u8[None])[0]
             k = rec.labels.index(label) if label is not None else int(prob.argmax())
             cam = attribute(model, cam_layer(model), pred.inputs(image_u8[None]), [k], method)[0]
         flat = not bool(np.ptp(cam) > 0)
