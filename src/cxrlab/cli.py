@@ -89,7 +89,7 @@ def demo(
 @app.command()
 def phantom(
     out: Annotated[Path, typer.Option(help="Target folder.")],
-    kind: Annotated[str, typer.Option(help="Layout: nih14 | chexpert | kermany | cxr5.")] = "nih14",
+    kind: Annotated[str, typer.Option(help="Layout: nih14 | chexpert | kermany | cxr5 | tbx11k | mimic | padchest | vindr | rsna | siim | nlmtb (n per set).")] = "nih14",
     n: Annotated[int, typer.Option(help="Number of images (studies for chexpert).")] = 1000,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,

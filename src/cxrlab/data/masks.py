@@ -19,6 +19,8 @@ Left and right are the patient's: on a PA view the right lung is on the image's 
   image paths allowed) or flat ``<image stem>_<structure>.png`` for the anatomy names;
 * a CheXmask-style CSV (Gaggion et al. 2024): an image id column, ``Left Lung``,
   ``Right Lung``, ``Heart`` as run-length strings (:func:`rle_encode`), ``Height``, ``Width``;
+* SIIM-ACR's ``train-rle.csv`` (:mod:`cxrlab.data.sources.siim`; sizes from the DICOMs beside it) and
+  Montgomery's ``ManualMask/`` folder (:func:`cxrlab.data.sources.nlmtb.montgomery_masks`);
 * a COCO RLE JSON: CheXlocalize's ``{image id: {finding: {"size": [h, w], "counts": ...}}}``
   or a COCO dataset (``images``, ``annotations`` with RLE ``segmentation``, ``categories``);
   compressed (string) and uncompressed (list) counts, decoded here (no pycocotools).
@@ -350,6 +352,17 @@ def read_masks(spec: str | Path, image_ids: list[str] | None = None) -> MaskSet:
     path = Path(spec)
     if not path.exists():
         raise CxrlabError(f"{path}: masks not found (expected a folder of PNG masks, a CheXmask CSV or a COCO JSON)")
+    if path.is_dir() and (path / "leftMask").is_dir() and (path / "rightMask").is_dir():
+        # Montgomery's ManualMask/: the sides are checked from where each mask lies
+        from cxrlab.data.sources.nlmtb import montgomery_masks
+
+        return montgomery_masks(path.parent, image_ids)
+    if path.suffix.lower() == ".csv":
+        # SIIM's relative, transposed run-length code
+        from cxrlab.data.sources.siim import is_siim_csv, siim_masks
+
+        if is_siim_csv(path):
+            return siim_masks(path, image_ids)
     if path.is_dir():
         raw = _read_png_folder(path)
     elif path.suffix.lower() in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):

@@ -182,7 +182,7 @@ class PhantomSource(NamedTuple):
     task: str
 
 
-KINDS = ("nih14", "chexpert", "kermany", "cxr5")
+KINDS = ("nih14", "chexpert", "kermany", "cxr5", "tbx11k", "mimic", "padchest", "vindr", "rsna", "siim", "nlmtb")
 
 
 def write_phantom_dataset(kind: str, out: str | Path, n: int = 1000, size: int = 256, seed: int = 0,
@@ -209,4 +209,38 @@ def write_phantom_dataset(kind: str, out: str | Path, n: int = 1000, size: int =
 
         root = write_phantom_cxr5(out, n, size, seed, **opts)
         return PhantomSource("npz" if root.suffix == ".npz" else "folder", root, list(CLASSES), "multiclass")
+    if kind == "tbx11k":
+        from cxrlab.data.phantom_layouts.tbx11k import write_phantom_tbx11k
+        from cxrlab.data.sources.tbx11k import CLASSES as TBX11K_CLASSES
+
+        return PhantomSource("tbx11k", write_phantom_tbx11k(out, n, size, seed, **opts), list(TBX11K_CLASSES),
+                             "multiclass")
+    if kind == "mimic":
+        from cxrlab.data.phantom_layouts.mimic import write_phantom_mimic
+        from cxrlab.data.sources.chexpert import COMPETITION
+
+        return PhantomSource("mimic", write_phantom_mimic(out, n, size, seed, **opts), list(COMPETITION), "multilabel")
+    if kind == "padchest":
+        from cxrlab.data.phantom_layouts.padchest import write_phantom_padchest
+        from cxrlab.data.sources.padchest import DEFAULT
+
+        return PhantomSource("padchest", write_phantom_padchest(out, n, size, seed, **opts), list(DEFAULT),
+                             "multilabel")
+    if kind == "vindr":
+        from cxrlab.data.phantom_layouts.vindr import PHANTOM_CLASSES, write_phantom_vindr
+
+        return PhantomSource("vindr", write_phantom_vindr(out, n, size, seed, **opts), list(PHANTOM_CLASSES),
+                             "multilabel")
+    if kind == "rsna":
+        from cxrlab.data.phantom_layouts.rsna import write_phantom_rsna
+
+        return PhantomSource("rsna", write_phantom_rsna(out, n, size, seed, **opts), ["Lung Opacity"], "multilabel")
+    if kind == "siim":
+        from cxrlab.data.phantom_layouts.siim import write_phantom_siim
+
+        return PhantomSource("siim", write_phantom_siim(out, n, size, seed, **opts), ["Pneumothorax"], "binary")
+    if kind == "nlmtb":
+        from cxrlab.data.phantom_layouts.nlmtb import write_phantom_nlmtb
+
+        return PhantomSource("nlmtb", write_phantom_nlmtb(out, n, size, seed, **opts), ["Tuberculosis"], "binary")
     raise CxrlabError(f"phantom: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")

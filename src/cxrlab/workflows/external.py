@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 CHUNK = 512
 #: Every label column a source can give (the sources' defaults are fewer: CheXpert's 5 competition labels).
 _ALL_COLUMNS = {"nih14": "cxrlab.data.sources.nih:NIH14_LABELS",
-                "chexpert": "cxrlab.data.sources.chexpert:OBSERVATIONS"}
+                "chexpert": "cxrlab.data.sources.chexpert:OBSERVATIONS",
+                "mimic": "cxrlab.data.sources.chexpert:OBSERVATIONS"}  # MIMIC's labeller tables: CheXpert's 14
 #: The demographic columns the composition table compares (where the manifests have them).
 FACTORS = ("view", "sex", "age")
 

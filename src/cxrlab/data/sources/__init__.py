@@ -11,7 +11,14 @@ name           layout
 =============  ==============================================================
 ``nih14``      NIH ChestX-ray14: Data_Entry_2017*.csv, official lists, images*/
 ``chexpert``   CheXpert: train.csv / valid.csv with Path, views, 14 observations
+``mimic``      MIMIC-CXR-JPG: files/pXX/p<subject>/s<study>/*.jpg, metadata/label/split tables
+``padchest``   PadChest: the 160K labels CSV (list-valued Labels), 16-bit PNGs in 0..53/
 ``kermany``    Kermany pneumonia: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg
+``tbx11k``     TBX11K tuberculosis: imgs/{health,sick,tb}, lists/, COCO JSON boxes
+``siim``       SIIM-ACR Pneumothorax: train-rle.csv (relative RLE masks), dicom-images-train/
+``nlmtb``      NLM TB (Shenzhen, Montgomery): CXR_png/, ClinicalReadings/, ManualMask/
+``vindr``      VinDr-CXR: annotations/image_labels_*.csv (3 readers), boxes, {train,test}/*.dicom
+``rsna``       RSNA Pneumonia: stage_2_train_labels.csv (boxes), stage_2_train_images/*.dcm
 ``folder``     one folder per class, optionally under {train,val,test}/
 ``csv``        a CSV with an image path column and label column(s)
 ``npz``        MedMNIST-style arrays {split}_images / {split}_labels
@@ -184,4 +191,18 @@ def check_options(source: str, options: dict[str, Any], known: set[str]) -> None
 
 
 # register the built-in sources
-from cxrlab.data.sources import chexpert, csvfile, folder, kermany, nih, npz  # noqa: E402,F401
+from cxrlab.data.sources import (  # noqa: E402,F401
+    chexpert,
+    csvfile,
+    folder,
+    kermany,
+    mimic,
+    nih,
+    nlmtb,
+    npz,
+    padchest,
+    rsna,
+    siim,
+    tbx11k,
+    vindr,
+)
