@@ -70,10 +70,10 @@ def _resolve_prefix(root: Path, sample: str) -> Path:
     raise CxrlabError(f"{root}: image {sample!r} from the CSV not found under {root} or {root.parent}")
 
 
-@register_source("chexpert")
-def chexpert(root: str, labels: list[str] | None = None, options: dict | None = None) -> Manifest:
-    options = options or {}
-    check_options("chexpert", options, {"views"})
+def observation_setup(source: str, root: str, labels: list[str] | None,
+                      options: dict) -> tuple[str, Path, list[str]]:
+    """The checks every CheXpert-labeller source shares (CheXpert, MIMIC-CXR): the ``views`` option, the
+    folder, and labels among the 14 observations (default: the 5 competition labels)."""
     views = options.get("views", "all")
     if views not in ("all", "frontal", "lateral"):
         raise CxrlabError(f"data.options.views: {views!r}; expected all, frontal or lateral")
@@ -83,7 +83,15 @@ def chexpert(root: str, labels: list[str] | None = None, options: dict | None = 
     labels = list(labels) if labels else list(COMPETITION)
     unknown = [lab for lab in labels if lab not in OBSERVATIONS]
     if unknown:
-        raise CxrlabError(f"chexpert: unknown labels {unknown}; known: {', '.join(OBSERVATIONS)}")
+        raise CxrlabError(f"{source}: unknown labels {unknown}; known: {', '.join(OBSERVATIONS)}")
+    return views, base, labels
+
+
+@register_source("chexpert")
+def chexpert(root: str, labels: list[str] | None = None, options: dict | None = None) -> Manifest:
+    options = options or {}
+    check_options("chexpert", options, {"views"})
+    views, base, labels = observation_setup("chexpert", root, labels, options)
     frames = []
     for name, split in (("train.csv", ""), ("valid.csv", "test")):
         p = base / name

@@ -36,7 +36,7 @@ import pandas as pd
 
 from cxrlab.data.manifest import Manifest, normalize_age, normalize_sex, numeric_labels
 from cxrlab.data.sources import check_options, register_source
-from cxrlab.data.sources.chexpert import COMPETITION, OBSERVATIONS
+from cxrlab.data.sources.chexpert import observation_setup
 from cxrlab.errors import CxrlabError
 
 log = logging.getLogger(__name__)
@@ -126,16 +126,7 @@ def mimic(root: str, labels: list[str] | None = None, options: dict | None = Non
     test_labels = options.get("test_labels", "labeller")
     if test_labels not in ("labeller", "radiologist"):
         raise CxrlabError(f"data.options.test_labels: {test_labels!r}; expected labeller or radiologist")
-    views = options.get("views", "all")
-    if views not in ("all", "frontal", "lateral"):
-        raise CxrlabError(f"data.options.views: {views!r}; expected all, frontal or lateral")
-    base = Path(root)
-    if not base.is_dir():
-        raise CxrlabError(f"{base}: dataset folder not found")
-    labels = list(labels) if labels else list(COMPETITION)
-    unknown = [lab for lab in labels if lab not in OBSERVATIONS]
-    if unknown:
-        raise CxrlabError(f"mimic: unknown labels {unknown}; known: {', '.join(OBSERVATIONS)}")
+    views, base, labels = observation_setup("mimic", root, labels, options)
 
     meta_path = find_table(base, TABLES["metadata"])
     meta = read_table(meta_path, ("dicom_id", "subject_id", "study_id", "ViewPosition"))
