@@ -213,6 +213,9 @@ def evaluate(
                                                      "(exactly or nearly) from scoring.")] = False,
     duplicate_check: Annotated[bool, typer.Option(help="--on: check the target for copies of training images "
                                                   "(--no-duplicate-check skips it, e.g. for very large sets).")] = True,
+    subgroups: Annotated[str | None, typer.Option(
+        "--subgroups", help="--on: attributes of the subgroup analysis at the run's thresholds, e.g. sex,age,view "
+        "(default: every one the target records).")] = None,
     threshold_rule: Annotated[str | None, typer.Option(
         "--threshold-rule", help="Re-choose thresholds on validation: youden, max_f1, sensitivity:T, "
         "specificity:T or ppv:T (default: the run's evaluate.threshold_rule).")] = None,
@@ -240,7 +243,8 @@ def evaluate(
         with outputs() as written:
             result = evaluate_external(run, on, root, parse_options(option or []), name=name, all_images=all_images,
                                        recalibrate_fraction=recalibrate_fraction, n_boot=n_boot, seed=seed,
-                                       duplicate_check=duplicate_check, exclude_duplicates=exclude_duplicates)
+                                       duplicate_check=duplicate_check, exclude_duplicates=exclude_duplicates,
+                                       subgroups=subgroups.split(",") if subgroups is not None else None)
             if json_out:
                 save_json(json_out, result.to_dict())
         for lab in result.labels.values():

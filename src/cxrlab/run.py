@@ -331,10 +331,12 @@ class RunFolder:
 
     def external_files(self, name: str) -> dict[str, Path]:
         """The files of one external evaluation: ``predictions`` (csv), ``result`` (json), ``report`` (html),
-        ``duplicates`` (json: the target images that copy training images)."""
+        ``duplicates`` (json: the target images that copy training images), ``subgroups`` (json: a
+        :class:`~cxrlab.evaluate.records.SubgroupResult` of the scored images) and ``figures`` (its folder of
+        figures, each named as :meth:`figure` names it: ``subgroups_<label>.png``)."""
         d = self.external_dir(name)
         return {"predictions": d / "predictions.csv", "result": d / "external.json", "report": d / "report.html",
-                "duplicates": d / "duplicates.json"}
+                "duplicates": d / "duplicates.json", "subgroups": d / "subgroups.json", "figures": d / "figures"}
 
     def external_results(self) -> dict[str, Path]:
         """``{name: external.json}`` of every external evaluation of this run."""

@@ -1,5 +1,6 @@
 """Typed, versioned result records: what ``evaluation.json``, ``summary.json``,
-``localization_<key>.json`` and ``uncertainty.json`` hold, and what a comparison returns.
+``localization_<key>.json`` and ``uncertainty.json`` hold, what a comparison returns, and a study's
+``study.json`` (:class:`StudyResult`).
 
 Why: results used to be dicts read by key in a dozen files, the point estimate was ``"auc"``
 in some and ``"value"`` in others, and each reader reconciled them (and guessed a file's age
@@ -1153,5 +1154,157 @@ class DuplicateResult:
 
     @classmethod
     def read(cls, path: str | Path) -> DuplicateResult | None:
+        d = read_json(path)
+        return None if d is None else cls.from_dict(d)
+
+
+# ---- studies/<name>/study.json (cxrlab study report) ----------------------------------------
+
+@dataclass(frozen=True)
+class CellLabel:
+    """One label (or class) of a study cell: its AUC with CI and, for binary/multi-label cells, the
+    validation-chosen threshold with the test sensitivity and specificity there."""
+
+    auc: Estimate
+    sensitivity: float = NAN
+    specificity: float = NAN
+    threshold: float = NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.auc.to_dict("auc"), "sensitivity": self.sensitivity, "specificity": self.specificity,
+                "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> CellLabel:
+        d = d or {}
+        return cls(Estimate.from_dict(d, "auc"), _num(d.get("sensitivity")), _num(d.get("specificity")),
+                   _num(d.get("threshold")))
+
+
+#: What a study cell carries besides its results, as written (drawn by the report, not computed on).
+CELL_EXTRAS = ("epochs_run", "best_epoch", "history", "localization", "setup", "audit", "subgroups", "roc")
+
+
+@dataclass(frozen=True)
+class StudyCell:
+    """One cell of ``study.json``: the results of one run at the study's B (``accuracy``: multi-class cells, and
+    binary cells at their threshold), plus what ran and was audited (:data:`CELL_EXTRAS`, dicts as written)."""
+
+    task: str
+    labels: list[str]
+    n: int | None
+    n_boot: int | None
+    resampling: str | None
+    macro_auc: Estimate
+    per_label: dict[str, CellLabel] = field(default_factory=dict)
+    accuracy: Estimate | None = None
+    operating_point: OperatingPoint | None = None
+    confusion_matrix: list[list[float]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> tuple[str, Estimate]:
+        """(name, estimate) of the cell's one number: accuracy for multi-class cells, else the macro AUC."""
+        if self.task == "multiclass" and self.accuracy is not None:
+            return "accuracy", self.accuracy
+        return "macro AUC", self.macro_auc
+
+    @classmethod
+    def of(cls, ev: Evaluation, labels: list[str], extras: dict[str, Any]) -> StudyCell:
+        """A cell from its run's :class:`Evaluation` (binary: accuracy and confusion at the chosen threshold)."""
+        if ev.task == "multiclass":
+            per = {k: CellLabel(r.auc) for k, r in ev.per_class.items()}
+            return cls(ev.task, labels, ev.n, ev.n_boot, ev.resampling, ev.macro_auc, per, ev.accuracy, None,
+                       ev.confusion_matrix, extras)
+        per = {k: CellLabel(r.auc, r.sensitivity, r.specificity, r.threshold) for k, r in ev.per_label.items()}
+        op = ev.operating_point
+        cm = None
+        if op is not None:
+            c = op.confusion
+            cm = [[c.get("tn", 0), c.get("fp", 0)], [c.get("fn", 0), c.get("tp", 0)]]
+        return cls(ev.task, labels, ev.n, ev.n_boot, ev.resampling, ev.macro_auc, per,
+                   op.rates.get("accuracy") if op else None, op, cm, extras)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.task, "labels": list(self.labels), "n": self.n, "n_boot": self.n_boot,
+                               "resampling": self.resampling, **self.extras,
+                               "macro_auc": self.macro_auc.to_dict("auc"),
+                               "per_label": {k: v.to_dict() for k, v in self.per_label.items()}}
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy.to_dict("value")
+        if self.operating_point is not None:
+            out["operating_point"] = self.operating_point.to_dict()
+        if self.confusion_matrix is not None:
+            out["confusion_matrix"] = self.confusion_matrix
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudyCell:
+        acc = d.get("accuracy")
+        return cls(d.get("task") or "multilabel", list(d.get("labels") or []), _int(d.get("n")), _int(d.get("n_boot")),
+                   d.get("resampling"), Estimate.from_dict(d.get("macro_auc"), "auc"),
+                   {k: CellLabel.from_dict(v) for k, v in (d.get("per_label") or {}).items()},
+                   Estimate.from_dict(acc, "value") if acc is not None else None,
+                   OperatingPoint.from_dict(d.get("operating_point")), d.get("confusion_matrix"),
+                   {k: d[k] for k in CELL_EXTRAS if k in d})
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What ``study.json`` holds (``cxrlab study report``): every cell's results at one B, the comparisons
+    (:class:`Comparison` dicts, plus McNemar's ``accuracy``), the audit pairs, published numbers and what ran.
+
+    Format 1 (no ``format_version``) is the unversioned dict of cxrlab 0.2; it reads the same.
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 2
+
+    name: str
+    cells: dict[str, StudyCell]
+    baseline: str
+    n_boot: int | None = None
+    title: str | None = None
+    description: str | None = None
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    published: dict[str, Any] = field(default_factory=dict)
+    published_source: str | None = None
+    phantom: bool = False
+    missing: list[str] = field(default_factory=list)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    command_line: list[str] | None = None
+    root: str | None = None
+    base: str | None = None
+    audit: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def labels(self) -> list[str]:
+        return next(iter(self.cells.values())).labels if self.cells else []
+
+    def to_dict(self, curves: bool = True) -> dict[str, Any]:
+        """The ``study.json`` dict (``curves=False``: without each cell's ROC points, as the file stores it)."""
+        cells = {k: c.to_dict() for k, c in self.cells.items()}
+        if not curves:
+            for c in cells.values():
+                c.pop("roc", None)
+        return {"format_version": self.format_version, "name": self.name, "title": self.title,
+                "description": self.description, "baseline": self.baseline, "axes": self.axes, "cells": cells,
+                "comparisons": self.comparisons, "published": self.published,
+                "published_source": self.published_source, "phantom": self.phantom, "missing": self.missing,
+                "overrides": self.overrides, "command_line": self.command_line, "root": self.root,
+                "base": self.base, "n_boot": self.n_boot, "audit": self.audit}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudyResult:
+        return cls(d.get("name") or "", {k: StudyCell.from_dict(v) for k, v in (d.get("cells") or {}).items()},
+                   d.get("baseline") or "", _int(d.get("n_boot")), d.get("title"), d.get("description"),
+                   dict(d.get("axes") or {}), list(d.get("comparisons") or []), dict(d.get("published") or {}),
+                   d.get("published_source"), bool(d.get("phantom")), list(d.get("missing") or []),
+                   dict(d.get("overrides") or {}), d.get("command_line"), d.get("root"), d.get("base"),
+                   dict(d.get("audit") or {}), _version(d))
+
+    @classmethod
+    def read(cls, path: str | Path) -> StudyResult | None:
         d = read_json(path)
         return None if d is None else cls.from_dict(d)

@@ -2,8 +2,10 @@
 
 Sections in the order a reviewer asks: which labels could be compared and how they were matched,
 which images were scored (and which of them copy training images), how prevalence and composition differ from the run's own test split,
-the transported results (the run's thresholds as they are), and the recalibrated ones beside
-them on the held-out part of the target.  Every number goes through :mod:`cxrlab.report.present`.
+the transported results (the run's thresholds as they are), the recalibrated ones beside
+them on the held-out part of the target, and the subgroups at the run's thresholds (the run report's
+section, :mod:`cxrlab.report.subgroups_report`, over the target's scored images).  Every number goes
+through :mod:`cxrlab.report.present`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cxrlab.evaluate.records import RATES, Decisions, Estimate, ExternalLabel, ExternalResult
+from cxrlab.evaluate.records import (
+    RATES,
+    Decisions,
+    Estimate,
+    ExternalLabel,
+    ExternalResult,
+    SubgroupResult,
+)
 from cxrlab.report import present
 from cxrlab.report.html import box, esc, table, write_report
+from cxrlab.report.subgroups_report import subgroups_section
 
 NOT_EVALUABLE = "not evaluable (the target lacks it)"
 
@@ -176,8 +186,23 @@ def duplicate_line(result: ExternalResult) -> str:
             f"against {d.n_reference}{what}{tail}")
 
 
-def render_external(result: ExternalResult, path: Path) -> Path:
-    """Write the page of ``result`` to ``path`` (``RUN/external/<name>/report.html``)."""
+def subgroups(result: ExternalResult, sub: SubgroupResult | None, note: str, figures: dict[str, Path]) -> str:
+    """The subgroup section over the target's scored images, or the one line that says why there is none."""
+    if sub is None:
+        return f"<p>{esc(note or 'Subgroups not analysed.')}</p>"
+    return (f"<p>The {esc(result.source)} target's scored images, grouped by {esc(', '.join(g.name for g in sub.groupings.values() if len(g.attributes) == 1))} "
+            "as the target records them, at the run's thresholds as they are (transported, not the recalibrated "
+            "ones).</p>" + subgroups_section(sub, figures))
+
+
+def render_external(result: ExternalResult, path: Path, sub: SubgroupResult | None = None, sub_note: str = "",
+                    figures: dict[str, Path] | None = None) -> Path:
+    """Write the page of ``result`` to ``path`` (``RUN/external/<name>/report.html``).
+
+    Args:
+        sub, sub_note: the subgroup analysis of the scored images (``subgroups.json``), or None and why not.
+        figures: label -> its forest plot (``external/<name>/figures/subgroups_<label>.png``).
+    """
     drop = result.macro_auc.value - result.run_macro_auc.value
     subtitle = (f"run {result.run} on {result.source} ({result.n_images} images): macro AUC "
                 f"{present.ci(result.macro_auc)} vs {present.ci(result.run_macro_auc)} on its own test split "
@@ -185,5 +210,6 @@ def render_external(result: ExternalResult, path: Path) -> Path:
     sections = [("Label map", label_map(result)), ("Images scored", scored(result)),
                 ("Prevalence and positive rate", prevalence(result)), ("Composition shift", composition(result)),
                 ("Duplicates of training images", duplicates(result)),
-                ("Transported results", transported(result)), ("Recalibrated results", recalibrated(result))]
+                ("Transported results", transported(result)), ("Recalibrated results", recalibrated(result)),
+                ("Subgroups", subgroups(result, sub, sub_note, figures or {}))]
     return write_report(Path(path), f"cxrlab external evaluation: {result.name}", sections, subtitle)

@@ -9,9 +9,11 @@ same figures, written to ``figures/`` beside it.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
-from cxrlab.evaluate.records import Comparison, Estimate  # noqa: E402
+from cxrlab.evaluate.records import (  # noqa: E402
+    Comparison,
+    Estimate,
+    StudyCell,
+    StudyResult,
+    SubgroupResult,
+    coerce,
+    finite,
+)
 from cxrlab.report import present  # noqa: E402
 from cxrlab.report.html import CSS  # noqa: E402
 from cxrlab.report.html import table as page_table  # noqa: E402
 from cxrlab.report.plots import method_name  # noqa: E402
+from cxrlab.report.subgroups_report import WORST_HEADER, worst_rows  # noqa: E402
 from cxrlab.runio import atomic_write, atomic_write_text  # noqa: E402
 from cxrlab.studies.folder import StudyFolder  # noqa: E402
 from cxrlab.studies.spec import dotted  # noqa: E402
@@ -35,11 +46,15 @@ PHANTOM_BANNER = ("PHANTOM DATA: synthetic images, not a result about real X-ray
 SPLITS = ("train", "val", "test")
 
 
+def _reads_result(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Let a section take the :class:`StudyResult` or its ``study.json`` dict (read through the record)."""
+    @functools.wraps(fn)
+    def wrapped(data: StudyResult | dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(coerce(StudyResult, data), *args, **kwargs)
+    return wrapped
+
+
 _f = present.value  # numbers, CIs and p-values are written by cxrlab.report.present, as on every page
-
-
-def _ci(d: dict[str, Any] | None, key: str = "auc") -> str:
-    return present.ci(Estimate.from_dict(d, key)) if d else present.NA
 
 
 def _p(p: Any, n_boot: int | None = None) -> str:
@@ -53,40 +68,41 @@ def _png(fig: plt.Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def ci_label(data: dict[str, Any]) -> str:
+@_reads_result
+def ci_label(data: StudyResult) -> str:
     """``95% CI, B=1000``: the interval's level and its bootstrap resamples (every B on the page, if several)."""
-    bs = sorted({r.get("n_boot") for r in data["cells"].values() if r.get("n_boot")})
+    bs = sorted({r.n_boot for r in data.cells.values() if r.n_boot})
     return f"95% CI, B={'/'.join(str(b) for b in bs) or 'n/a'}"
 
 
-def _headline(row: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    if row["task"] == "multiclass" and row.get("accuracy"):
-        return "accuracy", row["accuracy"]
-    return "macro AUC", row.get("macro_auc")
+def _headline(row: StudyCell) -> tuple[str, Estimate]:
+    return row.headline
 
 
-def results_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    cells = data["cells"]
-    labels = next(iter(cells.values()))["labels"]
+@_reads_result
+def results_table(data: StudyResult) -> tuple[list[str], list[list[str]]]:
+    cells = data.cells
+    labels = data.labels
     head = ["cell", "epochs (best)", f"headline [{ci_label(data)}]", *(f"{lab} [{ci_label(data)}]" for lab in labels)]
     rows = []
     for name, r in cells.items():
         metric, d = _headline(r)
-        rows.append([name + (" (baseline)" if name == data["baseline"] else ""),
-                     f"{r.get('epochs_run')} ({r.get('best_epoch')})", f"{metric} {_ci(d, 'auc' if 'auc' in (d or {}) else 'value')}",
-                     *[_ci(r["per_label"].get(lab)) for lab in labels]])
+        rows.append([name + (" (baseline)" if name == data.baseline else ""),
+                     f"{r.extras.get('epochs_run')} ({r.extras.get('best_epoch')})", f"{metric} {present.ci(d)}",
+                     *[present.ci(r.per_label[lab].auc) if lab in r.per_label else present.NA for lab in labels]])
     return head, rows
 
 
-def tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    bs = sorted({c["macro_auc_difference"].get("n_boot") or c.get("n_boot") for c in data["comparisons"]} - {None})
+@_reads_result
+def tests_table(data: StudyResult) -> tuple[list[str], list[list[str]]]:
+    bs = sorted({c["macro_auc_difference"].get("n_boot") or c.get("n_boot") for c in data.comparisons} - {None})
     head = ["cell A", "cell B", f"macro AUC diff A-B, observed [95% CI, B={'/'.join(map(str, bs)) or 'n/a'}]",
             "paired bootstrap p", "labels p<0.05 (Holm)", "DeLong per label (Holm p)"]
-    accuracy = any(c.get("accuracy") for c in data["comparisons"])
+    accuracy = any(c.get("accuracy") for c in data.comparisons)
     if accuracy:
         head.insert(2, "accuracy diff A-B (McNemar p)")
     rows = []
-    for c in data["comparisons"]:
+    for c in data.comparisons:
         r = Comparison.from_dict(c)
         per = "; ".join(f"{lab} {present.diff(d.diff)} ({_p(d.p_holm)})" for lab, d in r.per_label.items())
         row = [c["a"], c["b"], present.diff_ci(r.macro, digits=4),
@@ -100,28 +116,30 @@ def tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def operating_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+@_reads_result
+def operating_table(data: StudyResult) -> tuple[list[str], list[list[str]]] | None:
     """Binary cells at their validation-chosen threshold: accuracy, sensitivity, specificity, confusion."""
-    ops = {n: r["operating_point"] for n, r in data["cells"].items() if r.get("operating_point")}
+    ops = {n: r.operating_point for n, r in data.cells.items() if r.operating_point is not None}
     if not ops:
         return None
     ci = ci_label(data)
     head = ["cell", "threshold (val)", f"accuracy [{ci}]", f"sensitivity [{ci}]", f"specificity [{ci}]",
             "TN / FP / FN / TP"]
-    rows = [[n, _f(op["threshold"]), _ci(op["accuracy"], "value"), _ci(op["sensitivity"], "value"),
-             _ci(op["specificity"], "value"),
-             " / ".join(str(op["confusion"][k]) for k in ("tn", "fp", "fn", "tp"))] for n, op in ops.items()]
+    rows = [[n, _f(op.threshold), *(present.ci(op.rates[k]) if k in op.rates else present.NA
+                                    for k in ("accuracy", "sensitivity", "specificity")),
+             " / ".join(str(op.confusion[k]) for k in ("tn", "fp", "fn", "tp"))] for n, op in ops.items()]
     return head, rows
 
 
-def confusion_plot(data: dict[str, Any]) -> str | None:
+@_reads_result
+def confusion_plot(data: StudyResult) -> str | None:
     """One confusion matrix per binary or multi-class cell: counts and row percentages in the squares, the
     colour the row share on one scale for every cell (one colour bar), so the cells compare by eye."""
-    cells = {n: r for n, r in data["cells"].items() if r.get("confusion_matrix")}
+    cells = {n: r for n, r in data.cells.items() if r.confusion_matrix}
     if not cells:
         return None
     k = len(cells)
-    n_cls = max(len(r["confusion_matrix"]) for r in cells.values())
+    n_cls = max(len(r.confusion_matrix or []) for r in cells.values())
     side = max(4.2, 0.9 * n_cls + 1.6)
     cols = min(k, 3)
     rows = math.ceil(k / cols)
@@ -129,8 +147,8 @@ def confusion_plot(data: dict[str, Any]) -> str | None:
     image = None
     for i, (name, r) in enumerate(cells.items()):
         ax = axes[i // cols][i % cols]
-        m = [[float(v) for v in row] for row in r["confusion_matrix"]]
-        names = r["labels"] if r["task"] == "multiclass" else [f"no {r['labels'][0]}", r["labels"][0]]
+        m = [[float(v) for v in row] for row in r.confusion_matrix or []]
+        names = r.labels if r.task == "multiclass" else [f"no {r.labels[0]}", r.labels[0]]
         share = [[v / (sum(row) or 1) for v in row] for row in m]
         image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         size = 12 if n_cls <= 3 else 9 if n_cls <= 6 else 7
@@ -157,13 +175,14 @@ def confusion_plot(data: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def roc_plot(data: dict[str, Any]) -> str | None:
+@_reads_result
+def roc_plot(data: StudyResult) -> str | None:
     """Each binary / multi-label cell's ROC curve overlaid, one panel per label, one legend below them all
     (a legend per panel hides the curves once a study has more than a few cells)."""
-    cells = {n: r for n, r in data["cells"].items() if r.get("roc")}
+    cells = {n: r.extras["roc"] for n, r in data.cells.items() if r.extras.get("roc")}
     if not cells:
         return None
-    labels = list(dict.fromkeys(lab for r in cells.values() for lab in r["roc"]))
+    labels = list(dict.fromkeys(lab for roc in cells.values() for lab in roc))
     cols = min(len(labels), 4)
     rows = math.ceil(len(labels) / cols)
     size = 5.0 if len(labels) == 1 else 3.6
@@ -173,11 +192,11 @@ def roc_plot(data: dict[str, Any]) -> str | None:
     handles: dict[str, Any] = {}
     for i, lab in enumerate(labels):
         ax = axes[i // cols][i % cols]
-        for k, (name, r) in enumerate(cells.items()):
-            if lab in r["roc"]:
-                auc = (r["per_label"].get(lab) or {}).get("auc")
+        for k, (name, roc) in enumerate(cells.items()):
+            if lab in roc:
+                auc = data.cells[name].per_label[lab].auc.value if lab in data.cells[name].per_label else None
                 text = f"{name} (AUC {_f(auc)})" if len(labels) == 1 else name
-                (line,) = ax.plot(r["roc"][lab]["fpr"], r["roc"][lab]["tpr"], color=colours(k % colours.N), lw=1.5)
+                (line,) = ax.plot(roc[lab]["fpr"], roc[lab]["tpr"], color=colours(k % colours.N), lw=1.5)
                 handles.setdefault(text, line)
         ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
         ax.set_title(lab, fontsize=10)
@@ -196,9 +215,10 @@ def roc_plot(data: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def setup_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+@_reads_result
+def setup_table(data: StudyResult) -> tuple[list[str], list[list[str]]] | None:
     """What each cell ran: model, size, weights, epochs run / cap, images and patients per split, data."""
-    cells = {n: r["setup"] for n, r in data["cells"].items() if r.get("setup")}
+    cells = {n: r.extras["setup"] for n, r in data.cells.items() if r.extras.get("setup")}
     if not cells:
         return None
     head = ["cell", "the cell's own settings", "model", "image size", "pretrained weights", "epochs run / cap (best)",
@@ -208,7 +228,7 @@ def setup_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | Non
         opts = ", ".join(f"{k}={v}" for k, v in (c.get("options") or {}).items())
         weights = {"none": "none (random)", "hub": "hub (ImageNet)"}.get(c["pretrained"], c["pretrained"])
         sp = c.get("splits") or {}
-        own = ", ".join(dotted((data.get("overrides") or {}).get(name, {}))) or "-"  # as typed on a command line
+        own = ", ".join(dotted((data.overrides or {}).get(name, {}))) or "-"  # as typed on a command line
         rows.append([name, own, c["model"] + (f" ({opts})" if opts else ""), f"{c['image_size']} px", weights,
                      f"{c.get('epochs_run')} / {c.get('epochs_cap')} ({c.get('best_epoch')})",
                      *(f"{sp[s]['images']} / {sp[s]['patients']}" if s in sp else "n/a" for s in SPLITS),
@@ -216,19 +236,21 @@ def setup_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | Non
     return head, rows
 
 
-def command_text(data: dict[str, Any]) -> str:
+@_reads_result
+def command_text(data: StudyResult) -> str:
     """The command line's overrides, verbatim (what changed the study file's values for every cell)."""
-    cl = data.get("command_line")
+    cl = data.command_line
     if cl is None:
         return "not recorded (a study folder from an older cxrlab)"
     return " ".join(cl) if cl else "none (the study file's values)"
 
 
-def leakage_groups(data: dict[str, Any]) -> list[tuple[str, list[str], dict[str, Any]]]:
+@_reads_result
+def leakage_groups(data: StudyResult) -> list[tuple[str, list[str], dict[str, Any]]]:
     """Cells grouped by their patient overlap: (kind ok | bad | unknown, cell names, one cell's setup)."""
     groups: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
-    for name, r in data["cells"].items():
-        c = r.get("setup")
+    for name, r in data.cells.items():
+        c = r.extras.get("setup")
         if not c:
             continue
         overlap = c.get("patient_overlap")
@@ -257,7 +279,8 @@ def _leakage_lines(kind: str, c: dict[str, Any]) -> tuple[str, list[str], str]:
     return "Patient leakage: patients are shared between splits", lines, advice
 
 
-def leakage_html(data: dict[str, Any]) -> str:
+@_reads_result
+def leakage_html(data: StudyResult) -> str:
     parts = []
     for kind, names, c in leakage_groups(data):
         title, lines, advice = _leakage_lines(kind, c)
@@ -268,7 +291,8 @@ def leakage_html(data: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def leakage_md(data: dict[str, Any]) -> list[str]:
+@_reads_result
+def leakage_md(data: StudyResult) -> list[str]:
     md = []
     for kind, names, c in leakage_groups(data):
         title, lines, advice = _leakage_lines(kind, c)
@@ -278,29 +302,30 @@ def leakage_md(data: dict[str, Any]) -> list[str]:
     return md
 
 
-def published_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+@_reads_result
+def published_table(data: StudyResult) -> tuple[list[str], list[list[str]]]:
     head = ["cell", "metric", "published", f"ours [{ci_label(data)}]",
             "ours - published"]
     rows = []
-    for cell, pub in data["published"].items():
-        r = data["cells"].get(cell)
+    for cell, pub in data.published.items():
+        r = data.cells.get(cell)
         if r is None:
             continue
         # published ``macro`` is the macro AUC, ``accuracy`` the accuracy (multi-class / binary cells)
-        for what, value, ours, key in ([("macro", pub.get("macro"), r.get("macro_auc"), "auc"),
-                                        ("accuracy", pub.get("accuracy"), r.get("accuracy"), "value")]
-                                       + [(lab, v, r["per_label"].get(lab), "auc")
-                                          for lab, v in pub.get("labels", {}).items()]):
-            if value is None or (what not in ("macro", "accuracy") and what not in r["per_label"]):
+        for what, value, ours in ([("macro", pub.get("macro"), r.macro_auc), ("accuracy", pub.get("accuracy"), r.accuracy)]
+                                  + [(lab, v, r.per_label[lab].auc if lab in r.per_label else None)
+                                     for lab, v in pub.get("labels", {}).items()]):
+            if value is None or (what not in ("macro", "accuracy") and what not in r.per_label):
                 continue
-            mine = (ours or {}).get(key)
-            rows.append([cell, what, present.published(value), _ci(ours, key),
-                         present.diff(mine - value) if isinstance(mine, float) else present.NA])
+            mine = ours.value if ours is not None else None
+            rows.append([cell, what, present.published(value), present.ci(ours) if ours is not None else present.NA,
+                         present.diff(mine - value) if finite(mine) else present.NA])
     return head, rows
 
 
-def localization_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
-    locs = {n: r["localization"] for n, r in data["cells"].items() if r.get("localization")}
+@_reads_result
+def localization_table(data: StudyResult) -> tuple[list[str], list[list[str]]] | None:
+    locs = {n: r.extras["localization"] for n, r in data.cells.items() if r.extras.get("localization")}
     if not locs:
         return None
     first = next(iter(locs.values()))["per_class"]
@@ -313,16 +338,17 @@ def localization_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]
     return head, rows
 
 
-def _audit_ci_label(data: dict[str, Any]) -> str:
+def _audit_ci_label(data: StudyResult) -> str:
     """``95% CI, B=1000``: the B of the cells' audits (they resample with the study's B when ``study run`` ran)."""
-    bs = sorted({r["audit"].get("n_boot") for r in data["cells"].values() if r.get("audit", {}).get("n_boot")})
+    bs = sorted({r.extras["audit"].get("n_boot") for r in data.cells.values() if (r.extras.get("audit") or {}).get("n_boot")})
     return f"95% CI, B={'/'.join(str(b) for b in bs) or 'n/a'}"
 
 
-def audit_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+@_reads_result
+def audit_table(data: StudyResult) -> tuple[list[str], list[list[str]]] | None:
     """Each cell's lung-energy share (CAM energy inside the lung masks) per label, its uniform-map baseline, and
     the audited images; a cell without an audit says why (``no masks (cxrlab audit --masks SPEC)``)."""
-    cells = {n: r.get("audit") or {} for n, r in data["cells"].items()}
+    cells = {n: r.extras.get("audit") or {} for n, r in data.cells.items()}
     if not cells:
         return None
     keys = list(dict.fromkeys(k for a in cells.values() for k in a.get("share", {})))
@@ -333,7 +359,7 @@ def audit_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | Non
             "uniform map (same masks)", "audited positives / test images", "flagged (CI below uniform)"]
     rows = []
     for name, a in cells.items():
-        cell = name + (" (baseline)" if name == data["baseline"] else "")
+        cell = name + (" (baseline)" if name == data.baseline else "")
         if "share" not in a:
             rows.append([cell, *(a.get("missing", "no masks (cxrlab audit --masks SPEC)") for _ in keys), present.NA,
                          present.NA, present.NA])
@@ -358,9 +384,10 @@ def _share(a: dict[str, Any], key: str) -> str:
     return f"n/a (no CAM energy in {zero} of {n} maps)" if zero else present.NA
 
 
-def audit_tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+@_reads_result
+def audit_tests_table(data: StudyResult) -> tuple[list[str], list[list[str]]] | None:
     """Lung-energy share of cell A minus cell B (the baseline) per label, paired bootstrap on the same images."""
-    pairs = (data.get("audit") or {}).get("comparisons") or []
+    pairs = data.audit.get("comparisons") or []
     rows = []
     bs = sorted({p.get("n_boot") for p in pairs} - {None})
     for pair in pairs:
@@ -376,8 +403,8 @@ def audit_tests_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     return head, rows
 
 
-def _audit_note(data: dict[str, Any]) -> str:
-    a = data.get("audit") or {}
+def _audit_note(data: StudyResult) -> str:
+    a = data.audit
     method = method_name(a.get("method") or "gradcam")
     masks = a.get("masks")
     where = (f"the masks at {masks}" if masks else "no masks: the cells were not audited (study run --masks SPEC, "
@@ -389,42 +416,67 @@ def _audit_note(data: dict[str, Any]) -> str:
             "images). A higher share is not a better model: see docs/audit.md for what it does and does not say.")
 
 
-def axis_plot(data: dict[str, Any]) -> str | None:
-    """Headline metric vs the first axis, with 95% CI bars (one line per value of a second axis)."""
-    if not data["axes"]:
+@_reads_result
+def subgroups_table(data: StudyResult) -> tuple[list[str], list[list[str]]] | None:
+    """Per cell with ``subgroups.json`` (``cxrlab subgroups``): per label and attribute, the worst ranked group
+    (lowest AUC) and its AUC gap to the rest of the patients with CI and p (rows as in the run report's
+    worst-group table, :func:`cxrlab.report.subgroups_report.worst_rows`)."""
+    rows = []
+    for name, r in data.cells.items():
+        d = r.extras.get("subgroups")
+        if d:
+            rows += [[name, *row] for row in worst_rows(SubgroupResult.from_dict(d))]
+    if not rows:
         return None
-    keys = list(data["axes"])
+    return ["cell", *WORST_HEADER], rows
+
+
+def _subgroups_note(data: StudyResult) -> str:
+    done = [n for n, r in data.cells.items() if r.extras.get("subgroups")]
+    rest = [n for n in data.cells if n not in done]
+    return ("Per patient group at each cell's validation-chosen threshold (one per label, never re-tuned per "
+            "group); the worst group is the lowest AUC among groups with enough positives and negatives; the gap is "
+            "the group minus the rest of the patients with a patient-bootstrap 95% CI (p not adjusted for the "
+            "number of groups). Full tables and forest plots: each cell's run report."
+            + (f" Cells without a subgroup analysis (no sex/age in their predictions, or multi-class): "
+               f"{', '.join(rest)}." if rest else ""))
+
+
+@_reads_result
+def axis_plot(data: StudyResult) -> str | None:
+    """Headline metric vs the first axis, with 95% CI bars (one line per value of a second axis)."""
+    if not data.axes:
+        return None
+    keys = list(data.axes)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     groups: dict[str, list[tuple[int, float, float, float]]] = {}
-    for name, ov in data["overrides"].items():
-        r = data["cells"][name]
-        metric, d = _headline(r)
-        if not d:
+    for name, ov in data.overrides.items():
+        metric, d = _headline(data.cells[name])
+        if not d.defined:
             continue
-        key = "auc" if "auc" in d else "value"
-        x = data["axes"][keys[0]].index(ov[keys[0]])
+        x = data.axes[keys[0]].index(ov[keys[0]])
         g = ", ".join(f"{k.split('.')[-1]}={ov[k]}" for k in keys[1:]) or metric
-        groups.setdefault(g, []).append((x, d[key], d.get("ci_low") or d[key], d.get("ci_high") or d[key]))
+        groups.setdefault(g, []).append((x, d.value, d.low if d.has_ci else d.value, d.high if d.has_ci else d.value))
     for g, pts in groups.items():
         pts.sort()
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=g)
-    ax.set_xticks(range(len(data["axes"][keys[0]])), [str(v) for v in data["axes"][keys[0]]])
+    ax.set_xticks(range(len(data.axes[keys[0]])), [str(v) for v in data.axes[keys[0]]])
     ax.set_xlabel(keys[0])
-    ax.set_ylabel(f"{_headline(next(iter(data['cells'].values())))[0]} ({ci_label(data)})")
+    ax.set_ylabel(f"{next(iter(data.cells.values())).headline[0]} ({ci_label(data)})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
 
 
-def curves_plot(data: dict[str, Any]) -> str | None:
-    cells = {n: r for n, r in data["cells"].items() if r.get("history")}
+@_reads_result
+def curves_plot(data: StudyResult) -> str | None:
+    cells = {n: r.extras["history"] for n, r in data.cells.items() if r.extras.get("history")}
     if not cells:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, r in cells.items():
-        h = r["history"]
+    for name, h in cells.items():
         ep = [x["epoch"] for x in h]
         sel = h[-1].get("selection", "val_macro_auc")
         mark = "o" if len(ep) < 15 else None  # a 1-epoch cell is one point: without a marker it is not drawn
@@ -432,7 +484,7 @@ def curves_plot(data: dict[str, Any]) -> str | None:
         axes[1].plot(ep, [x.get(sel) for x in h], marker=mark, label=name)
         axes[1].set_ylabel(f"validation {sel.removeprefix('val_').replace('_', ' ')}")
     axes[0].set_ylabel("validation loss")
-    epochs = [x["epoch"] for r in cells.values() for x in r["history"]]
+    epochs = [x["epoch"] for h in cells.values() for x in h]
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -459,47 +511,48 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 
-def _setup_html(data: dict[str, Any]) -> str:
+def _setup_html(data: StudyResult) -> str:
     cl = command_text(data)
-    root = f" <b>--root</b> <code>{html.escape(data['root'])}</code>;" if data.get("root") else ""
+    root = f" <b>--root</b> <code>{html.escape(data.root)}</code>;" if data.root else ""
     out = (f"<p><b>Command-line overrides</b> (verbatim, for every cell):{root} <code>{html.escape(cl)}</code></p>"
            f"<p class='note'>The values that ran, cell by cell, are in <code>{StudyFolder.RESOLVED}</code>; the "
            f"study file as given in <code>{StudyFolder.PRESET}</code>"
-           + (f", the recipe it builds on in <code>{StudyFolder.RECIPE}</code>" if data.get("base") else "")
+           + (f", the recipe it builds on in <code>{StudyFolder.RECIPE}</code>" if data.base else "")
            + ".</p>")
     table = setup_table(data)
     return out + (_html_table(*table, cls="text") if table else "") + leakage_html(data)
 
 
-def _setup_md(data: dict[str, Any]) -> list[str]:
-    root = f" `--root {data['root']}`;" if data.get("root") else ""
+def _setup_md(data: StudyResult) -> list[str]:
+    root = f" `--root {data.root}`;" if data.root else ""
     md = [f"**Command-line overrides** (verbatim, for every cell):{root} `{command_text(data)}`", "",
           f"The values that ran, cell by cell, are in `{StudyFolder.RESOLVED}`; the study file as given in "
-          f"`{StudyFolder.PRESET}`" + (f", the recipe it builds on in `{StudyFolder.RECIPE}`" if data.get("base")
+          f"`{StudyFolder.PRESET}`" + (f", the recipe it builds on in `{StudyFolder.RECIPE}`" if data.base
                                        else "") + ".", ""]
     table = setup_table(data)
     return md + ([_md_table(*table), ""] if table else []) + leakage_md(data)
 
 
-def render_study(study: StudyFolder, data: dict[str, Any]) -> Path:
+def render_study(study: StudyFolder, data: StudyResult | dict[str, Any]) -> Path:
     """Write ``report.html`` (self-contained), ``report.md`` and its figures; return the HTML path."""
+    data = coerce(StudyResult, data)
     ci = ci_label(data)
-    resampled = {r.get("resampling") for r in data["cells"].values()} - {None}
+    resampled = {r.resampling for r in data.cells.values()} - {None}
     what = " and ".join(sorted(resampled)) or "patients where known, else images"
     sections: list[tuple[str, tuple[list[str], list[list[str]]] | None, str | None, str]] = [
         ("Results per cell", results_table(data), None,
          f"AUC with 95% bootstrap CIs ({ci.removeprefix('95% CI, ')} resamples of {what}); epochs run and the "
          "best epoch show each cell's budget (training stops when validation stops improving, within the "
          "recipe's cap)."),
-        (f"Tests against the baseline ({data['baseline']}) and requested pairs", tests_table(data), None,
+        (f"Tests against the baseline ({data.baseline}) and requested pairs", tests_table(data), None,
          "DeLong test per label, Holm-adjusted over labels; paired bootstrap of the macro-AUC difference (the "
          "observed difference on the test set, with the resamples' 95% percentile interval); "
          "McNemar's exact test of accuracy for binary and multi-class cells. "
          "A resampling p-value with no crossing is reported as p < 1/B."),
-        ("Published vs ours", published_table(data) if data["published"] else None, None,
-         f"Published numbers: {data['published_source'] or 'the paper'}."
+        ("Published vs ours", published_table(data) if data.published else None, None,
+         f"Published numbers: {data.published_source or 'the paper'}."
          + (" These cells ran on the synthetic phantom: the comparison shows the table's shape, not a "
-            "reproduction." if data["phantom"] else "")),
+            "reproduction." if data.phantom else "")),
         ("Operating point (binary cells)", operating_table(data), None,
          f"Each cell's threshold is chosen on its validation split (Youden), never on test; {ci}."),
         ("Confusion matrices", None, confusion_plot(data), ""),
@@ -508,27 +561,29 @@ def render_study(study: StudyFolder, data: dict[str, Any]) -> Path:
          "Accuracy = share of images where a CAM box hits a true box; precision = hits / boxes; classes "
          "ordered by mean true-box area."),
         ("Where the model looks (lung-energy share, cxrlab audit)", audit_table(data), None, _audit_note(data)),
-        (f"Lung-energy share against the baseline ({data['baseline']})", audit_tests_table(data), None,
+        ("Subgroups: the worst group per label (cxrlab subgroups)", subgroups_table(data), None,
+         _subgroups_note(data)),
+        (f"Lung-energy share against the baseline ({data.baseline})", audit_tests_table(data), None,
          "Paired bootstrap of the difference in mean lung-energy share (the observed difference on the shared test "
          "images, with the resamples' 95% percentile interval; patients resampled). A p-value with no crossing is "
          "reported as p < 1/B."),
         ("Metric vs axis", None, axis_plot(data), ""),
         ("Training curves", None, curves_plot(data), ""),
     ]
-    title = data["title"] or data["name"]
+    title = data.title or data.name
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     md = [f"# {title}", ""]
-    if data["phantom"]:
+    if data.phantom:
         parts.append(f"<div class='banner' role='alert'>{html.escape(PHANTOM_BANNER)}</div>")
         md += [f"> **{PHANTOM_BANNER}**", ""]
     lead = "The study file's description (the paper's setting; what ran is in the next section): "
-    if data["description"]:
-        parts.append(f"<p class='note'><i>{html.escape(lead)}</i>{html.escape(data['description'])}</p>")
-        md += [f"*{lead}*{data['description']}", ""]
-    if data["missing"]:
-        parts.append(f"<p><b>Cells not finished:</b> {html.escape(', '.join(data['missing']))}</p>")
-        md += [f"**Cells not finished:** {', '.join(data['missing'])}", ""]
+    if data.description:
+        parts.append(f"<p class='note'><i>{html.escape(lead)}</i>{html.escape(data.description)}</p>")
+        md += [f"*{lead}*{data.description}", ""]
+    if data.missing:
+        parts.append(f"<p><b>Cells not finished:</b> {html.escape(', '.join(data.missing))}</p>")
+        md += [f"**Cells not finished:** {', '.join(data.missing)}", ""]
     parts.append("<h2>What ran</h2>" + _setup_html(data))
     md += ["## What ran", "", *_setup_md(data)]
     for head, table, img, note in sections:

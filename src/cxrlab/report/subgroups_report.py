@@ -60,21 +60,31 @@ HEADER = ["group", "images", "patients", "pos / neg", "prevalence", "AUC", "TPR"
           "AUC - rest", "p", "TPR - median group"]
 
 
+#: Columns of :func:`worst_rows` (the run report's and the study report's worst-group table).
+WORST_HEADER = ["label", "group", "AUC", "AUC - rest", "p"]
+
+
+def worst_rows(result: SubgroupResult) -> list[list[str]]:
+    """Per label and one-attribute grouping: the worst ranked group, its AUC and AUC gap to the rest with CIs."""
+    rows = []
+    for lab in result.labels:
+        for gr in result.groupings.values():
+            w = gr.worst.get(lab)
+            if len(gr.attributes) == 1 and w is not None:
+                gl = gr.groups[w].per_label[lab]
+                rows.append([lab, f"{gr.name} = {w}", present.ci(gl.metrics["auc"]),
+                             present.diff_ci(gl.vs_rest["auc"].diff),
+                             present.pvalue(gl.vs_rest["auc"].p, result.p_resolution)])
+    return rows
+
+
 def subgroups_section(result: SubgroupResult, figures: dict[str, Path]) -> str:
     """Worst group per label, then per label the groups (and intersections, folded) with the forest plot.
 
     Args:
         figures: label -> its forest plot (``RunFolder.figure("subgroups", figure_key(label))``).
     """
-    worst_rows = []
-    for lab in result.labels:
-        for gr in result.groupings.values():
-            w = gr.worst.get(lab)
-            if len(gr.attributes) == 1 and w is not None:
-                gl = gr.groups[w].per_label[lab]
-                worst_rows.append([lab, f"{gr.name} = {w}", present.ci(gl.metrics["auc"]),
-                                   present.diff_ci(gl.vs_rest["auc"].diff),
-                                   present.pvalue(gl.vs_rest["auc"].p, result.p_resolution)])
+    worst = worst_rows(result)
     thr = ", ".join(f"{lab} {present.value(t)}" for lab, t in result.thresholds.items())
     parts = [f"<p>{present.value(result.n)} test images of {present.value(result.patients)} patients. "
              f"One threshold per label, chosen on validation ({esc(result.threshold_rule)}): {esc(thr)}; "
@@ -83,9 +93,9 @@ def subgroups_section(result: SubgroupResult, figures: dict[str, Path]) -> str:
              "rest of the patients (p: two-sided bootstrap, not adjusted for the number of groups) or minus "
              f"the median group. Groups with fewer than {result.min_count} positives or negatives are "
              "marked and not ranked.</p>"]
-    if worst_rows:
+    if worst:
         parts.append("<h3>Worst group per label (lowest AUC among the ranked groups)</h3>"
-                     + table(["label", "group", "AUC", "AUC - rest", "p"], worst_rows))
+                     + table(WORST_HEADER, worst))
     for lab in result.labels:
         parts.append(f"<h3>{esc(lab)}</h3>" + table(HEADER, _group_rows(result, lab, True)))
         inter = _group_rows(result, lab, False)

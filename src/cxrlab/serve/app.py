@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +50,8 @@ from cxrlab.serve.multipart import Form, read_form
 from cxrlab.workflows.service import ModelService, Overlay
 
 STATIC = Path(__file__).parent / "static"
+#: The page's stylesheet: the reports' one CSS (``cxrlab/report/page.css``), served at ``/static/style.css``.
+PAGE_CSS = resources.files("cxrlab.report").joinpath("page.css")
 
 
 def is_loopback(host: str) -> bool:
@@ -134,6 +137,10 @@ def create_app(run_dir: str | Path | None = None, engine: str = "auto", token: s
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/static/style.css", include_in_schema=False)
+    def style() -> Response:  # the one stylesheet of every cxrlab page; the app's rules sit under .serve-app
+        return Response(PAGE_CSS.read_text(encoding="utf-8"), media_type="text/css")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

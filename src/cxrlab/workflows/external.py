@@ -13,6 +13,11 @@ It also checks the scored images against the images the run trained on (exact an
 :mod:`cxrlab.workflows.duplicates`; ``duplicates.json``): public sets reuse each other's images, and a
 copy of a training image scored as "external" flatters the run.  The target images are decoded
 once, for the model and for the check; ``exclude_duplicates`` drops the copies from scoring.
+
+And it runs the subgroup analysis (:func:`cxrlab.evaluate.subgroups.subgroup_analysis`) on the
+scored images at the run's own thresholds, the same one for every group (``subgroups.json`` and a
+forest plot per label): a model that transports on average can still fail one sex or age band at
+the new site, and a gap re-tuned away per group would not be seen.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from cxrlab.data.vocabulary import LabelMatch, Vocabulary, combine
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate import shift
 from cxrlab.evaluate.evaluate import split_prediction_table
-from cxrlab.evaluate.records import DuplicateResult, ExternalResult, fresh
-from cxrlab.progress import progress
+from cxrlab.evaluate.records import DuplicateResult, ExternalResult, SubgroupResult, fresh
+from cxrlab.progress import progress, say
 from cxrlab.report.external_report import render_external
 from cxrlab.run import ModelRecord, RunFolder, prediction_table
 from cxrlab.runio import atomic_write
@@ -189,7 +194,7 @@ def _run_side(run: RunFolder, rec: ModelRecord, predictor: Any, scorer: OodScore
 def evaluate_external(run_dir: str | Path, source: str, root: str | Path, options: dict[str, Any] | None = None,
                       name: str | None = None, all_images: bool = False, recalibrate_fraction: float = 0.2,
                       n_boot: int = 1000, seed: int = 0, workers: int = 0, duplicate_check: bool = True,
-                      exclude_duplicates: bool = False) -> ExternalResult:
+                      exclude_duplicates: bool = False, subgroups: list[str] | None = None) -> ExternalResult:
     """Score a finished run on another dataset; write ``RUN/external/<name>/`` and return its record.
 
     Args:
@@ -205,6 +210,8 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
         duplicate_check: look for copies of the run's training images among the scored images
             (``duplicates.json``; off for very large targets: the check holds every decoded image).
         exclude_duplicates: drop those copies from scoring (the record says how many).
+        subgroups: attributes of the subgroup analysis (``sex``, ``age``, ``view``, ``site``, ``source``);
+            None: every one the target records with two or more values (none: skipped, one line says so).
     """
     if n_boot < 10:
         raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
@@ -212,6 +219,7 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
         raise CxrlabError(f"--recalibrate-fraction must be in [0, 1), got {recalibrate_fraction}")
     if exclude_duplicates and not duplicate_check:
         raise CxrlabError("--exclude-duplicates needs the duplicate check (drop --no-duplicate-check)")
+    by = _check_by(subgroups)
     run = run_folder(run_dir)
     rec = _check_run(run)
     files = run.external_files(name or source)
@@ -228,6 +236,7 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
     frame = manifest.frame if all_images else manifest.split("test")
     if len(frame) == 0:
         raise CxrlabError(f"{root}: the {source} test split is empty; --all-images scores every image")
+    by, sub_note = _resolve_by(frame, by, str(root))  # before the images are decoded: a wrong name fails fast
     opened = open_model(run)
     scorer = open_scorer(run, opened.predictor)
     decoded: list[np.ndarray] | None = [] if duplicate_check else None
@@ -297,8 +306,101 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
         "n_boot": n_boot, "duplicates": None if dups is None else dups.to_dict(), "duplicate_note": dup_note,
         "duplicates_excluded": excluded})
     run.write_json(files["result"], result.to_dict())
-    render_external(result, files["report"])
+    evaluable = [m.model_label for m in matches if m.evaluable]
+    sub = _subgroups(run, rec, frame, y[:, cols], probs[:, cols], evaluable, groups, by, files, str(root),
+                     n_boot, seed)
+    if sub_note:
+        say(sub_note)
+    figures = {lab: _figure(run, files, lab) for lab in evaluable}
+    render_external(result, files["report"], sub, sub_note, {k: v for k, v in figures.items() if v.is_file()})
     return result
+
+
+def _check_by(subgroups: list[str] | None) -> list[str] | None:
+    """``--subgroups`` as a list of attributes (None: the target's own), unknown names one line."""
+    from cxrlab.workflows.subgroups import ATTRIBUTES
+
+    if subgroups is None:
+        return None
+    by = [b.strip() for b in subgroups if b.strip()]
+    unknown = [b for b in by if b not in ATTRIBUTES]
+    if unknown or not by:
+        raise CxrlabError(f"--subgroups: unknown attribute {', '.join(map(repr, unknown)) or '(none given)'}; "
+                          f"one or more of {', '.join(ATTRIBUTES)}")
+    return by
+
+
+def _known(column: pd.Series) -> set[str]:
+    values = column.dropna().astype(str).str.strip()
+    return set(values[values != ""])
+
+
+def _figure(run: RunFolder, files: dict[str, Path], label: str) -> Path:
+    from cxrlab.report.subgroups_report import figure_key
+
+    return files["figures"] / run.figure("subgroups", figure_key(label)).name
+
+
+def _resolve_by(frame: pd.DataFrame, by: list[str] | None, root: str) -> tuple[list[str], str]:
+    """The attributes to group the scored images by, and (none) the one line that says why not.
+
+    None: every attribute the target records with two or more values (a one-source target's
+    ``source`` is one group: nothing to compare).  Named ones the target lacks: one line."""
+    from cxrlab.workflows.subgroups import ATTRIBUTES
+
+    if by is None:
+        by = [a for a in ATTRIBUTES if a in frame.columns and len(_known(frame[a])) >= 2]
+        if not by:
+            return [], (f"subgroups: skipped, the target ({root}) records no {', '.join(ATTRIBUTES)} "
+                        "with two or more values")
+        return by, ""
+    lacking = [a for a in by if a not in frame.columns or not _known(frame[a])]
+    if lacking:
+        have = [a for a in ATTRIBUTES if a in frame.columns and _known(frame[a])]
+        raise CxrlabError(f"{root}: --subgroups {', '.join(map(repr, lacking))}: the target does not record it "
+                          f"(it records {', '.join(have) or 'none of ' + ', '.join(ATTRIBUTES)})")
+    return by, ""
+
+
+def _subgroups(run: RunFolder, rec: ModelRecord, frame: pd.DataFrame, y: np.ndarray, probs: np.ndarray,
+               labels: list[str], groups: np.ndarray, by: list[str], files: dict[str, Path], root: str,
+               n_boot: int, seed: int) -> SubgroupResult | None:
+    """The subgroup analysis of the scored images at the run's thresholds (``subgroups.json`` and the forest
+    plots; None when ``by`` is empty).  Stale files of an earlier evaluation go first."""
+    from cxrlab.evaluate.subgroups import age_groups, as_groups, subgroup_analysis
+    from cxrlab.workflows.subgroups import DEFAULT_AGE_BINS
+
+    files["subgroups"].unlink(missing_ok=True)
+    for lab in labels:
+        _figure(run, files, lab).unlink(missing_ok=True)
+    if not by:
+        return None
+    attrs = {}
+    for a in by:
+        if a == "age":
+            ages = pd.to_numeric(frame["age"], errors="coerce").to_numpy(dtype=float)
+            attrs[a] = age_groups(ages, list(DEFAULT_AGE_BINS), f"{root}: age")
+        else:
+            attrs[a] = as_groups(frame[a].to_numpy())
+    thresholds = {lab: float(rec.thresholds.get(lab, 0.5)) for lab in labels}
+    result = subgroup_analysis(y, probs, labels, thresholds, attrs, groups, n_boot=n_boot, seed=seed,
+                               threshold_rule=f"{rec.threshold_rule} (the run's, transported)",
+                               age_bins=list(DEFAULT_AGE_BINS) if "age" in by else None)
+    run.write_json(files["subgroups"], result.to_dict())
+    _draw_forests(run, files, result)
+    return result
+
+
+def _draw_forests(run: RunFolder, files: dict[str, Path], result: SubgroupResult) -> None:
+    """A forest plot per label (each group's AUC minus the rest's, 95% CI), as ``cxrlab subgroups`` draws it."""
+    from cxrlab.report import plots_eval
+    from cxrlab.report.subgroups_report import forest_rows
+
+    files["figures"].mkdir(parents=True, exist_ok=True)
+    for lab in result.labels:
+        rows = forest_rows(result, lab)
+        if rows and np.isfinite([r[1] for r in rows]).any():
+            plots_eval.forest(rows, _figure(run, files, lab), xlabel=f"{lab}: AUC of the group minus the rest")
 
 
 def _check_duplicates(run: RunFolder, decoded: list[np.ndarray] | None, ids: list[str], out: Path,

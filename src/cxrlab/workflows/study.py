@@ -11,7 +11,8 @@ as given) and ``study.yaml`` (what runs: every cell's resolved config and the
 command line verbatim).  After the cells, ``study run`` makes the post-step
 cells (ensembles, evaluated with the study's B) and audits every trained cell
 where the study has masks (:func:`run_audits`: each cell's lung-energy share,
-``cxrlab audit``); the study report is written at the end (:mod:`.study_report`, which only reads the run folders).  Every
+``cxrlab audit``) and analyses each cell's patient groups where its predictions carry sex or age
+(:func:`run_subgroups`, ``cxrlab subgroups``); the study report is written at the end (:mod:`.study_report`, which only reads the run folders).  Every
 name in the folder comes from :class:`~cxrlab.studies.folder.StudyFolder`.
 
 A cell's config is a tree: the base recipe with the study's ``recipe``, then
@@ -248,6 +249,7 @@ def _run_study(ref: str | Path, root: str | None, overrides: list[str] | None, p
         raise CxrlabError(f"unknown launcher {launcher!r}; use local or slurm")
     run_post_steps(plan)
     run_audits(plan)
+    run_subgroups(plan)
     from cxrlab.workflows.study_report import study_report
 
     return study_report(plan.study, plan)
@@ -304,6 +306,47 @@ def run_audits(plan: StudyPlan) -> list[str]:
             audit_run(run.path, masks=plan.masks, method=a.method, n_boot=plan.spec.n_boot, sanity=a.sanity)
         except CxrlabError as e:
             say(f"study {plan.spec.name}, cell {cell.name}: not audited: {e}")
+            continue
+        done.append(cell.name)
+    return done
+
+
+#: The patient attributes ``study run`` groups by, where a cell's test predictions carry them.
+SUBGROUP_BY = ("sex", "age")
+
+
+def run_subgroups(plan: StudyPlan) -> list[str]:
+    """Subgroup analysis (``cxrlab subgroups``) of every finished trained multi-label or binary cell whose test
+    predictions carry sex and/or age, at the study's B; return the cells analysed now.
+
+    A cell whose ``subgroups.json`` is current (same attributes and B) is skipped; retraining removes it
+    (``RunFolder.DERIVED``).  A cell whose analysis stops (e.g. ages the bins do not cover) is named in one
+    line and left without; the report lists the cells without one.
+    """
+    import pandas as pd
+
+    from cxrlab.evaluate.records import SubgroupResult
+    from cxrlab.workflows.subgroups import subgroups_run
+
+    done = []
+    for cell in plan.cells:
+        run = RunFolder(plan.study.run_path(cell.name))
+        if not run_finished(run) or not run.config_file.is_file() or not run.has_predictions("test"):
+            continue
+        if run.read_model_record().task == "multiclass":
+            continue
+        columns = pd.read_csv(run.predictions_file("test"), nrows=0).columns
+        by = [a for a in SUBGROUP_BY if a in columns]
+        if not by:
+            continue
+        old = SubgroupResult.read(run.subgroups_file) if run.subgroups_file.is_file() else None
+        if old is not None and old.n_boot == plan.spec.n_boot and \
+                all(any(g.attributes == [a] for g in old.groupings.values()) for a in by):
+            continue
+        try:
+            subgroups_run(run.path, by=by, n_boot=plan.spec.n_boot, seed=run.read_config().seed)
+        except CxrlabError as e:
+            say(f"study {plan.spec.name}, cell {cell.name}: no subgroup analysis: {e}")
             continue
         done.append(cell.name)
     return done

@@ -23,6 +23,7 @@ a post cell not made yet is listed as not finished).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,14 @@ from cxrlab.evaluate.audit import difference_ci, mean_ci
 from cxrlab.evaluate.compare import compare_decisions, compare_tables
 from cxrlab.evaluate.evaluate import evaluate_tables, split_prediction_table
 from cxrlab.evaluate.metrics import roc_points
-from cxrlab.evaluate.operating import confusion_matrix
-from cxrlab.evaluate.records import AuditResult
+from cxrlab.evaluate.records import (
+    AuditResult,
+    Evaluation,
+    StudyCell,
+    StudyResult,
+    SubgroupResult,
+    fresh,
+)
 from cxrlab.locks import FolderLock
 from cxrlab.report.study import render_study
 from cxrlab.run import RunFolder
@@ -55,15 +62,17 @@ NOT_AUDITED = "not audited (cxrlab audit RUN --masks SPEC says why)"
 ALL_IMAGES = "all test images"
 
 
-def _evaluation(run: RunFolder, n_boot: int) -> dict[str, Any]:
-    """The cell's evaluation with ``n_boot`` resamples: its own when it used that B, else recomputed."""
-    ev = run.read_json(run.evaluation_file) or {}
-    if ev.get("n_boot") == n_boot:
-        return ev
+def _evaluation(run: RunFolder, n_boot: int) -> Evaluation:
+    """The cell's evaluation with ``n_boot`` resamples: its own ``evaluation.json`` when that is of this format
+    and used that B, else recomputed from its predictions (the file is left as it is)."""
     rec = run.read_model_record()
+    ev = Evaluation.read(run.evaluation_file, rec.task)
+    if ev is not None and ev.n_boot == n_boot and not ev.outdated:
+        return ev
     val = run.read_predictions("val") if run.has_predictions("val") else None
     seed = run.read_config().seed if run.config_file.is_file() else 0
-    return evaluate_tables(run.read_predictions("test"), rec.labels, rec.task, val, n_boot=n_boot, seed=seed)
+    return fresh(Evaluation, evaluate_tables(run.read_predictions("test"), rec.labels, rec.task, val,
+                                             n_boot=n_boot, seed=seed), task=rec.task)
 
 
 def _setup(run: RunFolder, summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -96,43 +105,30 @@ def _roc(run: RunFolder, labels: list[str]) -> dict[str, dict[str, list[float]]]
     return out
 
 
-def _cell_row(run: RunFolder, n_boot: int) -> dict[str, Any]:
+def _cell_row(run: RunFolder, n_boot: int) -> StudyCell:
     rec = run.read_model_record()
-    ev = _evaluation(run, n_boot)
     summary = run.read_json(run.summary_file) or {}
-    row: dict[str, Any] = {"task": rec.task, "labels": rec.labels, "n": ev.get("n"),
-                           "n_boot": ev.get("n_boot"), "resampling": ev.get("resampling"),
-                           "epochs_run": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
-                           "history": run.read_metrics(), "localization": summary.get("localization"),
-                           "setup": _setup(run, summary)}
+    extras: dict[str, Any] = {"epochs_run": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
+                              "history": run.read_metrics(), "localization": summary.get("localization"),
+                              "setup": _setup(run, summary)}
     if rec.task != "multiclass":
-        row["roc"] = _roc(run, rec.labels)
-    if rec.task == "multiclass":
-        row["accuracy"] = ev.get("accuracy")
-        row["macro_auc"] = ev.get("macro_auc")
-        row["per_label"] = {k: {"auc": v.get("auc")} for k, v in ev.get("per_class", {}).items()}
-        row["confusion_matrix"] = ev.get("confusion_matrix")
-    else:
-        row["macro_auc"] = ev.get("macro_auc")
-        row["per_label"] = {k: {key: v.get(key) for key in ("auc", "ci_low", "ci_high", "sensitivity",
-                                                              "specificity", "threshold")}
-                            for k, v in ev.get("per_label", {}).items()}
-        op = _operating_point(ev) if rec.task == "binary" else None
-        if op:  # binary: accuracy with CI and confusion at the validation-chosen threshold
-            row["operating_point"] = op
-            row["accuracy"] = op["accuracy"]
-            row["confusion_matrix"] = confusion_matrix(op["confusion"])
-    return row
+        extras["roc"] = _roc(run, rec.labels)
+    subgroups = _subgroups(run)
+    if subgroups is not None:
+        extras["subgroups"] = subgroups
+    return StudyCell.of(_evaluation(run, n_boot), rec.labels, extras)
 
 
-def _operating_point(ev: dict[str, Any]) -> dict[str, Any] | None:
-    """A binary run's decisions at its validation-chosen threshold (None before evaluation had them)."""
-    return next(iter(ev.get("per_label", {}).values()), {}).get("operating_point")
+def _subgroups(run: RunFolder) -> dict[str, Any] | None:
+    """The cell's ``subgroups.json`` as written by ``cxrlab subgroups`` (``study run`` makes it), or None."""
+    res = SubgroupResult.read(run.subgroups_file) if run.subgroups_file.is_file() else None
+    return None if res is None else res.to_dict()
 
 
 def _threshold(run: RunFolder) -> float | None:
-    op = _operating_point(run.read_json(run.evaluation_file) or {})
-    return op["threshold"] if op else None
+    ev = Evaluation.read(run.evaluation_file, run.read_model_record().task)
+    op = ev.operating_point if ev is not None else None
+    return op.threshold if op else None
 
 
 def _compare(study: StudyFolder, a: str, b: str, n_boot: int) -> dict[str, Any]:
@@ -250,27 +246,25 @@ def _study_report(study: StudyFolder, plan: Any, ref: str | Path | None, n_boot:
     rows = {n: _cell_row(RunFolder(study.run_path(n)), n_boot) for n in [*finished, *made]}
     method = spec.audit.method
     resolved = read_resolved(study) or {}
-    for n, r in rows.items():
-        r["audit"] = _audit(RunFolder(study.run_path(n)), method, r["task"], resolved.get("masks"))
+    rows = {n: replace(r, extras={**r.extras, "audit": _audit(RunFolder(study.run_path(n)), method, r.task,
+                                                                resolved.get("masks"))})
+            for n, r in rows.items()}
     comparisons = [{"a": n, "b": baseline, **_compare(study, n, baseline, n_boot)}
                    for n in finished if n != baseline and baseline in finished]
     for a, b in spec.comparisons:
         if a in finished and b in finished and not any({c["a"], c["b"]} == {a, b} for c in comparisons):
             comparisons.append({"a": a, "b": b, **_compare(study, a, b, n_boot), "requested": True})
-    audited = [n for n in finished if "share" in rows[n]["audit"]]
+    audited = [n for n in finished if "share" in rows[n].extras["audit"]]
     audit_pairs = [{"a": c["a"], "b": c["b"], "n_boot": n_boot, "rows": _audit_compare(study, c["a"], c["b"], method,
                                                                                        n_boot)}
                    for c in comparisons if c["a"] in audited and c["b"] in audited]
-    data = {"name": spec.name, "title": spec.title, "description": spec.description, "baseline": baseline,
-            "axes": spec.axes, "cells": rows, "comparisons": comparisons, "published": spec.published,
-            "published_source": spec.published_source, "phantom": phantom,
-            "missing": [n for n in [*names, *posts] if n not in rows],
-            "overrides": {c.name: c.overrides for c in spec.grid() if c.name in rows},
-            "command_line": resolved.get("command_line"), "root": resolved.get("root"),
-            "base": resolved.get("base"), "n_boot": n_boot,
-            "audit": {"method": method, "masks": resolved.get("masks"), "comparisons": audit_pairs}}
-    curves = {n: r.pop("roc", None) for n, r in rows.items()}  # drawn, not stored: thousands of points a label
-    atomic_write_json(study.result_file, data)
-    for n, r in rows.items():
-        r["roc"] = curves[n]
-    return render_study(study, data)
+    result = StudyResult(
+        name=spec.name, cells=rows, baseline=baseline, n_boot=n_boot, title=spec.title,
+        description=spec.description, axes=spec.axes, comparisons=comparisons, published=spec.published,
+        published_source=spec.published_source, phantom=phantom,
+        missing=[n for n in [*names, *posts] if n not in rows],
+        overrides={c.name: c.overrides for c in spec.grid() if c.name in rows},
+        command_line=resolved.get("command_line"), root=resolved.get("root"), base=resolved.get("base"),
+        audit={"method": method, "masks": resolved.get("masks"), "comparisons": audit_pairs})
+    atomic_write_json(study.result_file, result.to_dict(curves=False))  # ROC points: drawn, not stored
+    return render_study(study, result)
