@@ -53,7 +53,9 @@ def test_the_run_page_the_card_the_study_page_and_the_terminal_write_a_ci_alike(
     assert "0.750 [0.610, 0.860]" in page  # the rates at the threshold: one cell, same spelling
     md = "\n".join(card._metrics({"task": "binary", "metrics": ev.card_dict()}))
     assert f"Pneumonia AUC {CI}" in md and "(0.770-0.851)" not in md
-    assert study._ci(BINARY["per_label"]["Pneumonia"]) == CI
+    _, rows = study.results_table({"labels": ["Pneumonia"], "baseline": "a", "cells": {"a": {
+        "task": "binary", "labels": ["Pneumonia"], "per_label": BINARY["per_label"]}}})
+    assert rows[0][-1] == CI  # the study page's cell, read through the StudyResult record
     cli_show.console.file = None  # rich writes to the current sys.stdout (captured)
     cli_show.evaluation(Path("runs/x"), BINARY, "binary")
     out = " ".join(capsys.readouterr().out.split())
