@@ -93,7 +93,19 @@ time.sleep(60)
 """
 
 
+def _running_their_program(pids: list[int]) -> bool:
+    """True once every child has exec'd its command (so its preexec_fn, the prctl call, has run)."""
+    try:
+        return all("time.sleep(60)" in open(f"/proc/{k}/cmdline").read() for k in pids)
+    except FileNotFoundError:
+        return False
+
+
 def test_subprocesses_started_with_the_death_signal_die_with_their_parent():
     # as the study launcher starts one cell process per GPU
-    left, _ = kill_9_and_wait_for_workers(subprocess.Popen([sys.executable, "-c", SPAWN]), 2, seconds=5.0)
+    proc = subprocess.Popen([sys.executable, "-c", SPAWN])
+    deadline = time.time() + 120
+    while not (len(kids := children(proc.pid)) >= 2 and _running_their_program(kids)) and time.time() < deadline:
+        time.sleep(0.05)
+    left, _ = kill_9_and_wait_for_workers(proc, 2, seconds=5.0)
     assert left == []

@@ -27,15 +27,36 @@ PR_SET_PDEATHSIG = 1
 WATCHDOG_SECONDS = 1.0
 
 
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
-    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux only); True when set."""
+def _load_libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+#: Loaded in the parent, so a forked child (``preexec_fn``) calls prctl at once instead of first
+#: spending milliseconds in dlopen while its parent may already be gone.
+_LIBC = _load_libc()
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux only); True when set.
+
+    A parent that dies between the fork and the prctl call sends no signal, so the parent is looked at
+    again after it: a child that has already lost it sends ``sig`` to itself.
+    """
+    if _LIBC is None:
         return False
+    parent = os.getppid()
+    try:
+        ok = _LIBC.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except AttributeError:
+        return False
+    if ok and os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+    return ok
 
 
 def _exists(pid: int) -> bool:
