@@ -11,11 +11,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-from conftest import REAL, needs_real, run_cli
+from conftest import copy_of, needs_real, one_line, real_dicom, run_cli, train_tiny
 from cxrlab.data.io import read_gray
 from cxrlab.data.phantom_dataset import write_phantom_dataset
 from cxrlab.data.sources import load_source
-from cxrlab.errors import CxrlabError
 
 LABELS = ["Lung Opacity", "Normal", "No Lung Opacity / Not Normal"]
 
@@ -56,20 +55,8 @@ def test_sex_age_view_come_from_the_dicom_headers(rsna):
     assert load_source("rsna", str(rsna), options={"headers": False}).frame["sex"].eq("").all()
 
 
-def _copy(root: Path, tmp_path: Path) -> Path:
-    shutil.copytree(root, tmp_path / "copy")
-    return tmp_path / "copy"
-
-
-def _one_line(fn) -> str:
-    with pytest.raises(CxrlabError) as e:
-        fn()
-    assert "\n" not in str(e.value)
-    return str(e.value)
-
-
 def test_bad_input_is_one_line_naming_the_file_and_row(rsna, tmp_path):
-    root = _copy(rsna, tmp_path)
+    root = copy_of(rsna, tmp_path)
     path = root / "stage_2_train_labels.csv"
     good = pd.read_csv(path)
     pos = int(good.index[good["Target"] == 1][0])
@@ -78,42 +65,35 @@ def test_bad_input_is_one_line_naming_the_file_and_row(rsna, tmp_path):
     bad = good.copy()
     bad.loc[pos, "width"] = 400.0
     bad.to_csv(path, index=False)
-    msg = _one_line(lambda: load_source("rsna", str(root)))
+    msg = one_line(lambda: load_source("rsna", str(root)))
     assert "stage_2_train_labels.csv" in msg and f"line {pos + 2}" in msg and "64 x 64" in msg
 
     bad = good.copy()
     bad.loc[neg, ["x", "y", "width", "height"]] = 1.0
     bad.to_csv(path, index=False)
-    msg = _one_line(lambda: load_source("rsna", str(root)))
+    msg = one_line(lambda: load_source("rsna", str(root)))
     assert f"line {neg + 2}" in msg and "Target 0 with a box" in msg
 
     good.drop(columns=["Target"]).to_csv(path, index=False)
-    assert "missing columns ['Target']" in _one_line(lambda: load_source("rsna", str(root)))
+    assert "missing columns ['Target']" in one_line(lambda: load_source("rsna", str(root)))
 
     good.to_csv(path, index=False)
     info = pd.read_csv(root / "stage_2_detailed_class_info.csv")
     info.loc[pos, "class"] = "Normal"
     info.to_csv(root / "stage_2_detailed_class_info.csv", index=False)
-    msg = _one_line(lambda: load_source("rsna", str(root)))
+    msg = one_line(lambda: load_source("rsna", str(root)))
     assert "stage_2_detailed_class_info.csv" in msg and "'Normal' but Target 1" in msg
     (root / "stage_2_detailed_class_info.csv").unlink()
     assert load_source("rsna", str(root)).frame["Lung Opacity"].sum() > 0  # the class table is optional ...
-    msg = _one_line(lambda: load_source("rsna", str(root), ["Normal"]))  # ... unless its classes are asked for
+    msg = one_line(lambda: load_source("rsna", str(root), ["Normal"]))  # ... unless its classes are asked for
     assert "stage_2_detailed_class_info.csv" in msg and "not found" in msg
-    assert "unknown labels" in _one_line(lambda: load_source("rsna", str(root), ["Effusion"]))
+    assert "unknown labels" in one_line(lambda: load_source("rsna", str(root), ["Effusion"]))
 
 
 def test_localize_scores_the_rsna_boxes(rsna, tmp_path):
-    from cxrlab.config import load_config
-    from cxrlab.workflows import localize_run, run_experiment
+    from cxrlab.workflows import localize_run
 
-    base = {"name": "r", "seed": 0, "runs_dir": str(tmp_path),
-            "data": {"source": "rsna", "root": str(rsna), "labels": ["Lung Opacity"], "image_size": 32,
-                     "workers": 1},
-            "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
-            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3},
-            "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}
-    run_experiment(load_config(None, [], base=base))
+    train_tiny(rsna, tmp_path, "r", 0, source="rsna", labels=["Lung Opacity"], val_fraction=None)
     result = localize_run(tmp_path / "r", figures=0)
     from cxrlab.run import RunFolder
 
@@ -128,10 +108,7 @@ def test_localize_scores_the_rsna_boxes(rsna, tmp_path):
 @needs_real
 def test_a_real_nih_derived_dicom_reads_in_the_rsna_layout(tmp_path):
     """The SIIM sample is an NIH image with the same de-identified header RSNA's DICOMs have ("62", not "062Y")."""
-    src = REAL / "samples" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
-    if not src.is_file():
-        pytest.skip(f"{src} not found")
-    head = pydicom.dcmread(src, stop_before_pixels=True)
+    src, head = real_dicom()
     pid = str(head.PatientID)
     (tmp_path / "stage_2_train_images").mkdir()
     shutil.copy(src, tmp_path / "stage_2_train_images" / f"{pid}.dcm")
@@ -147,7 +124,7 @@ def test_a_real_nih_derived_dicom_reads_in_the_rsna_layout(tmp_path):
     pd.DataFrame([[pid, 900.0, 200.0, 300.0, 400.0, 1]], columns=["patientId", "x", "y", "width", "height",
                                                                   "Target"]).to_csv(
         tmp_path / "stage_2_train_labels.csv", index=False)
-    msg = _one_line(lambda: load_source("rsna", str(tmp_path)))
+    msg = one_line(lambda: load_source("rsna", str(tmp_path)))
     assert "line 2" in msg and f"{head.Columns} x {head.Rows}" in msg
 
 
@@ -157,12 +134,12 @@ def test_nih_images_shipped_as_rsna_dicoms_are_found_by_the_duplicate_check(rsna
     import cv2
 
     from cxrlab.data.io import to_uint8_resized
-    from cxrlab.data.phantom_layouts.vindr import save_dicom
+    from cxrlab.data.phantom_layouts.common import save_dicom
     from cxrlab.evaluate.duplicates import find_duplicates
 
     nih = sorted((tiny_phantom / "images").glob("*.png"))[:30]
     ref = np.stack([to_uint8_resized(read_gray(p), 32) for p in nih])
-    root = _copy(rsna, tmp_path)
+    root = copy_of(rsna, tmp_path)
     lab = pd.read_csv(root / "stage_2_train_labels.csv")
     negatives = list(dict.fromkeys(lab.loc[lab["Target"] == 0, "patientId"]))[:6]
     for pid, src in zip(negatives, nih[::5], strict=True):  # planted: six NIH images under RSNA ids
@@ -176,15 +153,15 @@ def test_nih_images_shipped_as_rsna_dicoms_are_found_by_the_duplicate_check(rsna
 
 
 def test_a_header_that_holds_no_age_names_the_dicom(rsna, tmp_path):
-    from cxrlab.data.phantom_layouts.vindr import save_dicom
+    from cxrlab.data.phantom_layouts.common import save_dicom
 
-    root = _copy(rsna, tmp_path)
+    root = copy_of(rsna, tmp_path)
     m = load_source("rsna", str(root))
     rel = m.frame["image"].iloc[3]
     pixels = read_gray(root / rel).astype(np.uint8)
     save_dicom(root / rel, pixels, PatientSex="F", PatientAge="unknown", ViewPosition="PA")
-    msg = _one_line(lambda: load_source("rsna", str(root)))
+    msg = one_line(lambda: load_source("rsna", str(root)))
     assert rel in msg and "PatientAge 'unknown'" in msg
     save_dicom(root / rel, pixels, PatientSex="X", PatientAge="40", ViewPosition="PA")
-    msg = _one_line(lambda: load_source("rsna", str(root)))
+    msg = one_line(lambda: load_source("rsna", str(root)))
     assert rel in msg and "PatientSex 'X'" in msg

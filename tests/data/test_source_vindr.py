@@ -11,12 +11,11 @@ import pandas as pd
 import pydicom
 import pytest
 
-from conftest import REAL, needs_real, run_cli
+from conftest import copy_of, needs_real, one_line, real_dicom, run_cli, train_tiny
 from cxrlab.data.io import read_gray
 from cxrlab.data.phantom_dataset import write_phantom_dataset
 from cxrlab.data.phantom_layouts.vindr import PHANTOM_CLASSES, VINDR_LABELS
 from cxrlab.data.sources import load_source
-from cxrlab.errors import CxrlabError
 
 LABELS = list(PHANTOM_CLASSES)
 
@@ -26,12 +25,6 @@ def vindr(tmp_path_factory) -> Path:
     ps = write_phantom_dataset("vindr", tmp_path_factory.mktemp("vindr") / "v", n=90, size=64, seed=1, workers=1)
     assert ps.source == "vindr" and ps.labels == LABELS
     return ps.root
-
-
-def _copy(root: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "copy"
-    shutil.copytree(root, dst)
-    return dst
 
 
 def test_reader_matches_an_independent_count_of_the_tables(vindr):
@@ -92,51 +85,37 @@ def test_the_kaggle_copy_reads_with_the_same_train_labels(vindr, tmp_path):
     assert len(m.boxes) == int(ann["class_name"].isin(LABELS).sum())
 
 
-def _one_line(fn) -> str:
-    with pytest.raises(CxrlabError) as e:
-        fn()
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
-
-
 def test_bad_input_is_one_line_naming_the_file_and_row(vindr, tmp_path):
-    root = _copy(vindr, tmp_path)
+    root = copy_of(vindr, tmp_path)
     boxes = root / "annotations/annotations_train.csv"
     table = pd.read_csv(boxes)
     i = int(np.flatnonzero(table["class_name"].isin(LABELS))[2])
     table.loc[i, "x_max"] = 500.0
     table.to_csv(boxes, index=False)
-    msg = _one_line(lambda: load_source("vindr", str(root), LABELS))
+    msg = one_line(lambda: load_source("vindr", str(root), LABELS))
     assert "annotations_train.csv" in msg and f"line {i + 2}" in msg and "64 x 64" in msg
 
     (root / "annotations/image_labels_test.csv").unlink()
-    msg = _one_line(lambda: load_source("vindr", str(root), LABELS))
+    msg = one_line(lambda: load_source("vindr", str(root), LABELS))
     assert "image_labels_test.csv" in msg and "not found" in msg
 
-    root = _copy(vindr, tmp_path / "b")
+    root = copy_of(vindr, tmp_path / "b")
     labels = root / "annotations/image_labels_train.csv"
     table = pd.read_csv(labels)
     table.loc[4, "Cardiomegaly"] = 2
     table.to_csv(labels, index=False)
-    msg = _one_line(lambda: load_source("vindr", str(root), LABELS))
+    msg = one_line(lambda: load_source("vindr", str(root), LABELS))
     assert "image_labels_train.csv" in msg and "line 6" in msg and "'Cardiomegaly'" in msg
     table.drop(columns=["Cardiomegaly"]).to_csv(labels, index=False)
-    msg = _one_line(lambda: load_source("vindr", str(root), LABELS))
+    msg = one_line(lambda: load_source("vindr", str(root), LABELS))
     assert "image_labels_train.csv" in msg and "Cardiomegaly" in msg
-    assert "aggregate" in _one_line(lambda: load_source("vindr", str(vindr), LABELS, {"aggregate": "mean"}))
+    assert "aggregate" in one_line(lambda: load_source("vindr", str(vindr), LABELS, {"aggregate": "mean"}))
 
 
 def test_localize_scores_the_vindr_boxes(vindr, tmp_path):
-    from cxrlab.config import load_config
-    from cxrlab.workflows import localize_run, run_experiment
+    from cxrlab.workflows import localize_run
 
-    base = {"name": "v", "seed": 0, "runs_dir": str(tmp_path),
-            "data": {"source": "vindr", "root": str(vindr), "labels": LABELS, "image_size": 32, "workers": 1},
-            "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
-            "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3},
-            "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}
-    run_experiment(load_config(None, [], base=base))
+    train_tiny(vindr, tmp_path, "v", 0, source="vindr", labels=LABELS, val_fraction=None)
     result = localize_run(tmp_path / "v", figures=0)
     test = pd.read_csv(vindr / "annotations/annotations_test.csv")
     assert result["matching"]["matched"] == int(test["class_name"].isin(LABELS).sum()) > 0
@@ -147,10 +126,7 @@ def test_localize_scores_the_vindr_boxes(vindr, tmp_path):
 @needs_real
 def test_a_real_dicom_reads_in_the_vindr_layout_and_its_boxes_are_checked_in_its_pixels(tmp_path):
     """No VinDr file is in the real samples: a real 1024-px CR DICOM stands in for one VinDr image."""
-    src = REAL / "samples" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
-    if not src.is_file():
-        pytest.skip(f"{src} not found")
-    head = pydicom.dcmread(src, stop_before_pixels=True)
+    src, head = real_dicom()
     iid = "0" * 32
     ann = tmp_path / "annotations"
     ann.mkdir()
@@ -174,5 +150,5 @@ def test_a_real_dicom_reads_in_the_vindr_layout_and_its_boxes_are_checked_in_its
     assert read_gray(tmp_path / row["image"]).shape == (int(head.Rows), int(head.Columns))
     boxes.loc[1, "x_max"] = float(head.Columns) + 50
     boxes.to_csv(ann / "annotations_train.csv", index=False)
-    msg = _one_line(lambda: load_source("vindr", str(tmp_path), ["Cardiomegaly"]))
+    msg = one_line(lambda: load_source("vindr", str(tmp_path), ["Cardiomegaly"]))
     assert "annotations_train.csv" in msg and "line 3" in msg and f"{head.Columns} x {head.Rows}" in msg

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, train_tiny
 from cxrlab.data.phantom import LABELS, render
 from cxrlab.data.phantom_dataset import write_phantom, write_phantom_dataset
 from cxrlab.data.phantom_layouts.chexpert import UncertainRule, write_phantom_chexpert
@@ -62,20 +62,11 @@ def test_cli_writes_a_chexpert_phantom_of_another_site(tmp_path):
 @pytest.fixture(scope="module")
 def external(tmp_path_factory):
     """A small CNN trained on the nih14 phantom, scored on chexpert-layout phantoms of site A and B."""
-    from cxrlab.config import load_config
-    from cxrlab.workflows import run_experiment
     from cxrlab.workflows.external import evaluate_external
 
     out = tmp_path_factory.mktemp("external")
     root = write_phantom(out / "nih", n=480, size=64, seed=1, workers=1)
-    base = {"name": "r", "seed": 0, "runs_dir": str(out / "runs"),
-            "data": {"source": "nih14", "root": str(root), "labels": list(LABELS), "image_size": 48,
-                     "val_fraction": 0.2, "workers": 1},
-            "model": {"name": "simple_cnn", "options": {"width": 8, "convs": 1}},
-            "train": {"epochs": 5, "batch_size": 32, "lr": 3e-3},
-            "evaluate": {"n_boot": 50}, "explain": {"enabled": False}}
-    run_experiment(load_config(None, [], base=base))
-    run = out / "runs" / "r"
+    run = train_tiny(root, out / "runs", "r", 0, image_size=48, width=8, epochs=5, batch_size=32, n_boot=50)
     results, roots = {}, {}
     for site in ("A", "B"):
         roots[site] = write_phantom_chexpert(out / f"cx{site}", n=300, size=64, seed=2, lateral=False,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, train_tiny
 from cxrlab.data.phantom import LABELS
 from cxrlab.data.phantom_dataset import write_phantom
 from cxrlab.data.sources import load_source
@@ -36,19 +36,9 @@ def near_copy(img: np.ndarray, edge: str) -> np.ndarray:
 def setup(tmp_path_factory):
     """A tiny run on the nih14 phantom (64 px input) and a ``csv`` target: 5 exact copies, 5 near copies,
     20 of the run's own test images (other patients, same phantom) and 30 images of another phantom."""
-    from cxrlab.config import load_config
-    from cxrlab.workflows import run_experiment
-
     out = tmp_path_factory.mktemp("extdup")
     nih = write_phantom(out / "nih", n=160, size=128, seed=5, workers=1)
-    base = {"name": "r", "seed": 0, "runs_dir": str(out / "runs"),
-            "data": {"source": "nih14", "root": str(nih), "labels": list(LABELS), "image_size": 64,
-                     "val_fraction": 0.2, "workers": 1},
-            "model": {"name": "simple_cnn", "options": {"width": 4, "convs": 1}},
-            "train": {"epochs": 1, "batch_size": 32, "lr": 3e-3},
-            "evaluate": {"n_boot": 20}, "explain": {"enabled": False}}
-    run_experiment(load_config(None, [], base=base))
-    run = RunFolder(out / "runs" / "r")
+    run = RunFolder(train_tiny(nih, out / "runs", "r", 0, image_size=64, batch_size=32))
     split = run.read_split()
     source = load_source("nih14", str(nih), labels=list(LABELS)).frame.set_index("image")
     other_root = write_phantom(out / "other", n=30, size=128, seed=9, workers=1)

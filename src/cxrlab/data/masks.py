@@ -94,25 +94,77 @@ def rle_decode(rle: str, height: int, width: int, *, where: str = "mask") -> np.
     return _paint(starts, lengths, height * width).reshape(height, width)
 
 
-def _parse_rle(rle: str, height: int, width: int, where: str) -> tuple[np.ndarray, np.ndarray]:
-    text = "" if rle is None else str(rle).strip()
-    if text.lower() in ("", "nan"):
+@dataclass(frozen=True)
+class RunCode:
+    """One convention of "position length" run-length pairs, and how its mistakes are worded.
+
+    CheXmask and SIIM write masks as the same kind of pairs but count the position
+    differently and name the code differently in their files; one parser with the
+    convention as data keeps their checks from drifting apart while each reader's
+    error lines stay its own (users grep for them).
+
+    Attributes:
+        name: what the code is called in messages (``run-length code``, ``EncodedPixels``).
+        relative: positions count from the end of the previous run (SIIM); else they are
+            absolute 1-based starts (CheXmask).
+        empty: lower-case spellings of an empty mask.
+        pair: the pair's words in the odd-count message (``start length``).
+        cut: what follows the quoted text in the not-integers message.
+        min_length: the shortest run allowed.
+        bad_run: the message when a position or length is out of range.
+        too_long: the message when the runs pass the image (``{w} {h} {end} {n}`` filled in).
+    """
+
+    name: str
+    relative: bool
+    empty: tuple[str, ...]
+    pair: str
+    cut: str
+    min_length: int
+    bad_run: str
+    too_long: str
+
+
+#: CheXmask's code: absolute 1-based starts, row-major; empty as ``""`` or a pandas ``nan``.
+CHEXMASK_RUNS = RunCode(
+    name="run-length code", relative=False, empty=("", "nan"), pair="start length", cut="...", min_length=0,
+    bad_run="has a start below 1 or a negative length",
+    too_long="runs past the {w}x{h} image it is given for (a run ends at pixel {end} of {n}): wrong Height/Width?")
+
+
+def parse_runs(rle: str, height: int, width: int, where: str, code: RunCode) -> tuple[np.ndarray, np.ndarray]:
+    """0-based absolute starts and lengths of a run-length string in ``code``'s convention.
+
+    The order of the flattening (row- or column-major) is the caller's; this only reads
+    the pairs and checks them against ``height * width``.
+
+    Raises:
+        CxrlabError: not pairs of integers, a position or length out of range, or runs past the image.
+    """
+    text = str(rle).strip()
+    if text.lower() in code.empty:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     try:
         runs = np.array(text.split(), dtype=np.int64)
     except ValueError:
-        raise CxrlabError(f"{where}: run-length code is not a list of integers ({text[:40]!r}...)") from None
+        raise CxrlabError(f"{where}: {code.name} is not a list of integers ({text[:40]!r}{code.cut})") from None
     if len(runs) % 2:
-        raise CxrlabError(f"{where}: run-length code has an odd number of values ({len(runs)}); expected "
-                          "'start length' pairs")
-    starts, lengths = runs[0::2] - 1, runs[1::2]
-    if (starts < 0).any() or (lengths < 0).any():
-        raise CxrlabError(f"{where}: run-length code has a start below 1 or a negative length")
-    if len(starts) and int((starts + lengths).max()) > height * width:
-        raise CxrlabError(f"{where}: run-length code runs past the {width}x{height} image it is given for "
-                          f"(a run ends at pixel {int((starts + lengths).max())} of {height * width}): "
-                          "wrong Height/Width?")
+        raise CxrlabError(f"{where}: {code.name} has an odd number of values ({len(runs)}); expected "
+                          f"'{code.pair}' pairs")
+    positions, lengths = runs[0::2], runs[1::2]
+    starts = positions if code.relative else positions - 1
+    if (starts < 0).any() or (lengths < code.min_length).any():
+        raise CxrlabError(f"{where}: {code.name} {code.bad_run}")
+    if code.relative:
+        starts = np.cumsum(positions + lengths) - lengths
+    end = int((starts + lengths).max()) if len(starts) else 0
+    if end > height * width:
+        raise CxrlabError(f"{where}: {code.name} " + code.too_long.format(w=width, h=height, end=end, n=height * width))
     return starts, lengths
+
+
+def _parse_rle(rle: str, height: int, width: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    return parse_runs("" if rle is None else rle, height, width, where, CHEXMASK_RUNS)
 
 
 def _runs(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -46,13 +46,7 @@ def ci(v: Any, low: Any = None, high: Any = None, digits: int = 3) -> str:
 
     ``v`` may be an :class:`Estimate` (its bounds are used); without bounds the value alone.
     """
-    if isinstance(v, Estimate):
-        v, low, high = v.value, v.low, v.high
-    if not finite(v):
-        return NA
-    if not (finite(low) and finite(high)):
-        return value(v, digits)
-    return f"{value(v, digits)} {interval(low, high, digits)}"
+    return _with_ci(v, low, high, digits, signed=False)
 
 
 def diff(v: Any, digits: int = 3) -> str:
@@ -64,13 +58,19 @@ def diff(v: Any, digits: int = 3) -> str:
 
 def diff_ci(v: Any, low: Any = None, high: Any = None, digits: int = 3) -> str:
     """``+0.012 [-0.010, +0.034]``: a difference with its 95% CI."""
+    return _with_ci(v, low, high, digits, signed=True)
+
+
+def _with_ci(v: Any, low: Any, high: Any, digits: int, signed: bool) -> str:
+    """:func:`ci` and :func:`diff_ci` in one: they differ only in whether numbers carry a sign."""
     if isinstance(v, Estimate):
         v, low, high = v.value, v.low, v.high
     if not finite(v):
         return NA
+    num = diff if signed else value
     if not (finite(low) and finite(high)):
-        return diff(v, digits)
-    return f"{diff(v, digits)} {interval(low, high, digits, signed=True)}"
+        return num(v, digits)
+    return f"{num(v, digits)} {interval(low, high, digits, signed=signed)}"
 
 
 def pvalue(p: Any, resolution: Any = None) -> str:

@@ -18,7 +18,6 @@ split between train and test, like the leak in the real dataset.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cxrlab.data.phantom import draw_frontal, patient_of
@@ -30,11 +29,11 @@ from cxrlab.data.phantom_layouts.common import (
     run_jobs,
     save_image,
     save_masks,
+    write_meta,
 )
 from cxrlab.data.phantom_layouts.draw import Anatomy
 from cxrlab.data.phantom_layouts.patterns import extra_patterns
 from cxrlab.errors import CxrlabError
-from cxrlab.runio import atomic_write_text
 
 
 def _case(patient: int, seed: int, pneumonia_fraction: float) -> tuple[str, str]:
@@ -159,11 +158,8 @@ def write_phantom_kermany(
     shared = sorted(p for p, idx in images.items() if len({split[i] for i in idx} - {"val"}) > 1)
     counts = {f"{s}/{c}": sum(f.startswith(f"{s}/{c}/") for f in files)
               for s in ("train", "val", "test") for c in ("NORMAL", "PNEUMONIA")}
-    meta = {"generator": "cxrlab.phantom", "layout": "kermany", "n": n, "size": size, "seed": seed,
-            "pneumonia_fraction": pneumonia_fraction, "test_fraction": test_fraction,
-            "val_per_class": val_per_class, "shared_patients": [patient_id(p, *case[p]) for p in shared],
-            "counts": counts}
-    if masks:  # only when set, so that the default phantom.json stays as it was
-        meta["masks"] = MASKS_META
-    atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
+    write_meta(out, "kermany", n, size, seed, pneumonia_fraction=pneumonia_fraction, test_fraction=test_fraction,
+               val_per_class=val_per_class, shared_patients=[patient_id(p, *case[p]) for p in shared],
+               counts=counts,
+               **({"masks": MASKS_META} if masks else {}))  # only when set: the default record stays as it was
     return out

@@ -17,18 +17,22 @@ patients with opacity (as in the real data, where AP films are from sicker patie
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
 import pandas as pd
 
 from cxrlab.data.phantom import draw_frontal
-from cxrlab.data.phantom_layouts.common import check_args, clear_previous, draw, run_jobs
+from cxrlab.data.phantom_layouts.common import (
+    check_args,
+    clear_previous,
+    draw,
+    run_jobs,
+    save_dicom,
+    write_meta,
+)
 from cxrlab.data.phantom_layouts.draw import Anatomy
 from cxrlab.data.phantom_layouts.patterns import PATTERNS
-from cxrlab.data.phantom_layouts.vindr import save_dicom
-from cxrlab.runio import atomic_write_text
 
 CLASSES = ("Lung Opacity", "No Lung Opacity / Not Normal", "Normal")
 
@@ -81,8 +85,6 @@ def write_phantom_rsna(out: str | Path, n: int = 300, size: int = 256, seed: int
     pd.DataFrame(labels, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(
         out / "stage_2_train_labels.csv", index=False)
     pd.DataFrame(info, columns=["patientId", "class"]).to_csv(out / "stage_2_detailed_class_info.csv", index=False)
-    meta = {"generator": "cxrlab.phantom", "layout": "rsna", "n": n, "size": size, "seed": seed,
-            "opacity_fraction": opacity_fraction,
-            "counts": {c: sum(cls == c for _, cls in meta_rows) for c in CLASSES}}
-    atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
+    write_meta(out, "rsna", n, size, seed, opacity_fraction=opacity_fraction,
+               counts={c: sum(cls == c for _, cls in meta_rows) for c in CLASSES})
     return out

@@ -28,6 +28,7 @@ from cxrlab.data.phantom_layouts.common import (
     draw,
     run_jobs,
     save_image,
+    write_meta,
 )
 from cxrlab.data.phantom_layouts.draw import Anatomy
 from cxrlab.data.phantom_layouts.patterns import extra_patterns
@@ -128,8 +129,6 @@ def write_phantom_tbx11k(
     for prefix in ("TBX11K", "all"):
         atomic_write_text(out / "lists" / f"{prefix}_trainval.txt", trainval)
     counts = {f"{s}/{f}": int(((split == s) & (folder == f)).sum()) for s in ("train", "val") for f in PREFIX}
-    meta = {"generator": "cxrlab.phantom", "layout": "tbx11k", "n": n, "size": size, "seed": seed,
-            "tb_fraction": tb_fraction, "sick_fraction": sick_fraction, "val_fraction": val_fraction,
-            "counts": counts}
-    atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
+    write_meta(out, "tbx11k", n, size, seed, tb_fraction=tb_fraction, sick_fraction=sick_fraction,
+               val_fraction=val_fraction, counts=counts)
     return out

@@ -20,17 +20,20 @@ digits, as VinDr's; every image is its own patient (VinDr publishes no patient i
 from __future__ import annotations
 
 import hashlib
-import json
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cxrlab.data.phantom import LABELS, PREVALENCE, draw_frontal
-from cxrlab.data.phantom_layouts.common import check_args, clear_previous, draw, run_jobs
+from cxrlab.data.phantom_layouts.common import (
+    check_args,
+    clear_previous,
+    draw,
+    run_jobs,
+    save_dicom,
+    write_meta,
+)
 from cxrlab.data.phantom_layouts.draw import Anatomy
-from cxrlab.runio import atomic_write_text
 
 #: The 28 label columns of VinDr-CXR's image_labels_*.csv (PhysioNet 1.0.0), in the table's order.
 VINDR_LABELS: tuple[str, ...] = (
@@ -45,32 +48,6 @@ FROM_PHANTOM: dict[str, str] = {"Nodule": "Nodule/Mass", "Mass": "Nodule/Mass", 
                                 "Effusion": "Pleural effusion", "Pneumothorax": "Pneumothorax",
                                 "Consolidation": "Consolidation"}
 PHANTOM_CLASSES: tuple[str, ...] = tuple(dict.fromkeys(FROM_PHANTOM.values()))
-
-
-def save_dicom(path: str | Path, pixels: np.ndarray, **header: str) -> None:
-    """Write 8-bit grey ``pixels`` as an uncompressed MONOCHROME2 DICOM with ``header`` tags
-    (``PatientSex="F"``, ...): what the VinDr and RSNA phantoms ship instead of PNGs."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray for presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path)])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.BodyPartExamined = "DX", "CHEST"
-    with warnings.catch_warnings():  # RSNA's PatientAge is a bare number ("51"), not DICOM's "051Y"
-        warnings.simplefilter("ignore", UserWarning)
-        for key, value in header.items():
-            setattr(ds, key, value)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(str(path), enforce_file_format=True)
 
 
 def image_id(seed: int, index: int) -> str:
@@ -155,9 +132,7 @@ def write_phantom_vindr(out: str | Path, n: int = 300, size: int = 256, seed: in
                                                  *VINDR_LABELS]).to_csv(ann / f"image_labels_{split}.csv", index=False)
         pd.DataFrame(box_rows[split], columns=["image_id", "rad_id", "class_name", "x_min", "y_min", "x_max",
                                                "y_max"]).to_csv(ann / f"annotations_{split}.csv", index=False)
-    meta = {"generator": "cxrlab.phantom", "layout": "vindr", "n": n, "size": size, "seed": seed,
-            "test_fraction": test_fraction, "readers": readers, "reader_sensitivity": reader_sensitivity,
-            "reader_false_rate": reader_false_rate, "from_phantom": FROM_PHANTOM,
-            "counts": {s: splits.count(s) for s in ("train", "test")}}
-    atomic_write_text(out / "phantom.json", json.dumps(meta, indent=2) + "\n")
+    write_meta(out, "vindr", n, size, seed, test_fraction=test_fraction, readers=readers,
+               reader_sensitivity=reader_sensitivity, reader_false_rate=reader_false_rate, from_phantom=FROM_PHANTOM,
+               counts={s: splits.count(s) for s in ("train", "test")})
     return out

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.manifest import Manifest, normalize_age, normalize_sex
-from cxrlab.data.masks import MaskSet, _collect, _Mask, _paint, _runs
+from cxrlab.data.masks import MaskSet, RunCode, _collect, _Mask, _paint, _runs, parse_runs
 from cxrlab.data.sources import check_options, register_source
 from cxrlab.errors import CxrlabError
 
@@ -59,27 +59,16 @@ def siim_rle_encode(mask: np.ndarray) -> str:
     return " ".join(f"{o} {n}" for o, n in zip(offsets.tolist(), lengths.tolist(), strict=True))
 
 
+#: The competition's code: offsets from the previous run's end; empty as ``-1``.
+SIIM_RUNS = RunCode(
+    name="EncodedPixels", relative=True, empty=(NONE, ""), pair="offset length", cut="", min_length=1,
+    bad_run="has a negative offset or a length below 1",
+    too_long="does not fit the {w}x{h} image: its runs end at pixel {end} of {n}")
+
+
 def _absolute(rle: str, height: int, width: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """0-based absolute starts and lengths (column-major) of a relative code; checked against the size."""
-    text = str(rle).strip()
-    if text in (NONE, ""):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    try:
-        pairs = np.array(text.split(), dtype=np.int64)
-    except ValueError:
-        raise CxrlabError(f"{where}: EncodedPixels is not a list of integers ({text[:40]!r})") from None
-    if len(pairs) % 2:
-        raise CxrlabError(f"{where}: EncodedPixels has an odd number of values ({len(pairs)}); expected "
-                          "'offset length' pairs")
-    offsets, lengths = pairs[0::2], pairs[1::2]
-    if (offsets < 0).any() or (lengths <= 0).any():
-        raise CxrlabError(f"{where}: EncodedPixels has a negative offset or a length below 1")
-    ends = np.cumsum(offsets + lengths)
-    starts = ends - lengths
-    if int(ends[-1]) > height * width:
-        raise CxrlabError(f"{where}: EncodedPixels does not fit the {width}x{height} image: its runs end at "
-                          f"pixel {int(ends[-1])} of {height * width}")
-    return starts, lengths
+    return parse_runs(rle, height, width, where, SIIM_RUNS)
 
 
 def siim_rle_decode(rle: str, height: int, width: int, *, where: str = "mask") -> np.ndarray:
