@@ -1186,6 +1186,73 @@ CELL_EXTRAS = ("epochs_run", "best_epoch", "history", "localization", "setup", "
 
 
 @dataclass(frozen=True)
+class TransferEntry:
+    """One model (a study cell) scored on one site's test split (``RUN/external/<site>/``).
+
+    ``own``: the site is one the cell trained on (its own test split of that site); ``duplicates``: scored
+    images that copy one of the cell's training images (None: not checked).
+    """
+
+    cell: str
+    site: str
+    own: bool
+    n_images: int
+    macro: Estimate
+    per_label: dict[str, Estimate] = field(default_factory=dict)
+    duplicates: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cell": self.cell, "site": self.site, "own": self.own, "n_images": self.n_images,
+                "macro": self.macro.to_dict(), "per_label": {k: v.to_dict() for k, v in self.per_label.items()},
+                "duplicates": self.duplicates}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TransferEntry:
+        return cls(str(d["cell"]), str(d["site"]), bool(d.get("own")), int(d.get("n_images") or 0),
+                   Estimate.from_dict(d.get("macro")),
+                   {k: Estimate.from_dict(v) for k, v in (d.get("per_label") or {}).items()},
+                   _int(d.get("duplicates")))
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A cross-site study's matrix (cells x sites) and its own-vs-other tests (``study.json["transfer"]``).
+
+    ``trained_on``: cell -> the sites it trained on; ``comparisons``: per site, the model trained only there
+    against each model that never saw it, on the same images (:func:`cxrlab.evaluate.transfer.own_vs_other`
+    dicts with ``site``); ``missing``: ``cell@site`` entries not scored (a cell not finished).
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    sites: list[str]
+    trained_on: dict[str, list[str]]
+    entries: list[TransferEntry]
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    n_boot: int | None = None
+    missing: list[str] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    def entry(self, cell: str, site: str) -> TransferEntry | None:
+        return next((e for e in self.entries if e.cell == cell and e.site == site), None)
+
+    @property
+    def cells(self) -> list[str]:
+        return list(self.trained_on)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "sites": self.sites, "trained_on": self.trained_on,
+                "entries": [e.to_dict() for e in self.entries], "comparisons": self.comparisons,
+                "n_boot": self.n_boot, "missing": self.missing}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TransferResult:
+        return cls(list(d.get("sites") or []), {k: list(v) for k, v in (d.get("trained_on") or {}).items()},
+                   [TransferEntry.from_dict(e) for e in d.get("entries") or []], list(d.get("comparisons") or []),
+                   _int(d.get("n_boot")), list(d.get("missing") or []), _version(d))
+
+
+@dataclass(frozen=True)
 class StudyCell:
     """One cell of ``study.json``: the results of one run at the study's B (``accuracy``: multi-class cells, and
     binary cells at their threshold), plus what ran and was audited (:data:`CELL_EXTRAS`, dicts as written)."""
@@ -1277,6 +1344,8 @@ class StudyResult:
     base: str | None = None
     audit: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    transfer: TransferResult | None = None
+    """A cross-site study's matrix and tests (None for other studies)."""
 
     @property
     def labels(self) -> list[str]:
@@ -1293,7 +1362,8 @@ class StudyResult:
                 "comparisons": self.comparisons, "published": self.published,
                 "published_source": self.published_source, "phantom": self.phantom, "missing": self.missing,
                 "overrides": self.overrides, "command_line": self.command_line, "root": self.root,
-                "base": self.base, "n_boot": self.n_boot, "audit": self.audit}
+                "base": self.base, "n_boot": self.n_boot, "audit": self.audit,
+                "transfer": self.transfer.to_dict() if self.transfer is not None else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudyResult:
@@ -1302,7 +1372,8 @@ class StudyResult:
                    dict(d.get("axes") or {}), list(d.get("comparisons") or []), dict(d.get("published") or {}),
                    d.get("published_source"), bool(d.get("phantom")), list(d.get("missing") or []),
                    dict(d.get("overrides") or {}), d.get("command_line"), d.get("root"), d.get("base"),
-                   dict(d.get("audit") or {}), _version(d))
+                   dict(d.get("audit") or {}), _version(d),
+                   TransferResult.from_dict(d["transfer"]) if d.get("transfer") else None)
 
     @classmethod
     def read(cls, path: str | Path) -> StudyResult | None:

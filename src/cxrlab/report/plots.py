@@ -37,6 +37,17 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
+def as_base64(fig: plt.Figure) -> str:
+    """The figure as a base64 PNG (embedded in a self-contained page), then closed."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG atomically and close it (laid out by ``tight_layout``: one draw, not two)."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import functools
 import html
-import io
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -35,8 +34,9 @@ from cxrlab.evaluate.records import (  # noqa: E402
 from cxrlab.report import present  # noqa: E402
 from cxrlab.report.html import CSS  # noqa: E402
 from cxrlab.report.html import table as page_table  # noqa: E402
-from cxrlab.report.plots import method_name  # noqa: E402
+from cxrlab.report.plots import as_base64, method_name  # noqa: E402
 from cxrlab.report.subgroups_report import WORST_HEADER, worst_rows  # noqa: E402
+from cxrlab.report.transfer_report import transfer_sections  # noqa: E402
 from cxrlab.runio import atomic_write, atomic_write_text  # noqa: E402
 from cxrlab.studies.folder import StudyFolder  # noqa: E402
 from cxrlab.studies.spec import dotted  # noqa: E402
@@ -62,10 +62,7 @@ def _p(p: Any, n_boot: int | None = None) -> str:
 
 
 def _png(fig: plt.Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return as_base64(fig)
 
 
 @_reads_result
@@ -544,11 +541,13 @@ def render_study(study: StudyFolder, data: StudyResult | dict[str, Any]) -> Path
          f"AUC with 95% bootstrap CIs ({ci.removeprefix('95% CI, ')} resamples of {what}); epochs run and the "
          "best epoch show each cell's budget (training stops when validation stops improving, within the "
          "recipe's cap)."),
-        (f"Tests against the baseline ({data.baseline}) and requested pairs", tests_table(data), None,
+        (f"Tests against the baseline ({data.baseline}) and requested pairs",
+         tests_table(data) if data.transfer is None or data.comparisons else None, None,
          "DeLong test per label, Holm-adjusted over labels; paired bootstrap of the macro-AUC difference (the "
          "observed difference on the test set, with the resamples' 95% percentile interval); "
          "McNemar's exact test of accuracy for binary and multi-class cells. "
          "A resampling p-value with no crossing is reported as p < 1/B."),
+        *transfer_sections(data.transfer),
         ("Published vs ours", published_table(data) if data.published else None, None,
          f"Published numbers: {data.published_source or 'the paper'}."
          + (" These cells ran on the synthetic phantom: the comparison shows the table's shape, not a "

@@ -87,8 +87,11 @@ class StudyFolder:
         return self.logs / f"{cell}.config.json"
 
     def figure(self, title: str) -> Path:
-        """The PNG of one report figure, named from its section title (``ROC curves`` -> ``roc_curves.png``)."""
-        return self.figures / f"{title.lower().replace(' ', '_')}.png"
+        """The PNG of one report figure, named from its section title (``ROC curves`` -> ``roc_curves.png``;
+        anything but letters and digits becomes one ``_``, so a title's ``:`` or ``(`` never reaches a file name)."""
+        import re
+
+        return self.figures / f"{re.sub(r'[^a-z0-9]+', '_', title.lower()).strip('_')}.png"
 
     def link(self, path: Path) -> str:
         """``path`` relative to the folder, as ``report.md`` links it."""

@@ -20,6 +20,19 @@ A study is a paper's comparison as data::
               cells: {densenet121: {model.options: {growth_rate: 8, block_config: [2, 2, 2, 2]}}}}
     audit: {method: gradcam, masks: /data/masks}   # each cell's lung-energy share (the phantom has masks)
 
+A cross-site study names datasets instead of axes; its cells are made from them::
+
+    sites:                     # train on each, test on every one (roots: study run --root nih=DIR ...)
+      nih: {source: nih14}
+      chexpert: {source: chexpert, options: {views: frontal}}
+      mimic: {source: mimic}
+    leave_one_out: true        # and one cell per site trained on all the others (3 or more sites)
+    phantom: {n: 300, size: 64, sites: {nih: {kind: nih14, seed: 1}, chexpert: {kind: chexpert, seed: 2,
+              options: {site: B}}, mimic: {kind: nih14, seed: 3, options: {site: C}}}}
+
+Its cells are ``train=<site>`` and ``without=<site>``; after training, ``study run`` scores every cell
+on every site's test split (:mod:`cxrlab.workflows.transfer`) and the report shows the matrix.
+
 Cell names come from the axes (``image_size=64``, ``name=value`` joined by
 ``,``), so they are stable, readable folder names.  Presets ship as package
 data (:func:`list_presets`), and so do the recipes they build on
@@ -48,6 +61,33 @@ class Cell(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(pattern=r"^[A-Za-z0-9_.=,+-]+$")
     overrides: dict[str, Any] = {}
+    sites: tuple[str, ...] = ()
+    """The sites a cross-site study's cell trains on (``data.sources``, merged by label name); () otherwise."""
+
+
+class SiteSpec(BaseModel):
+    """One dataset of a cross-site study: a source in its published layout (its folder: ``--root NAME=DIR``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    options: dict[str, Any] = {}
+    """Its source options (``data.options``), e.g. ``{views: frontal}``."""
+    labels: list[str] | None = None
+    """Its label columns in its own names; None: the columns the label vocabulary maps to the study's
+    ``data.labels`` (CheXpert's ``Pleural Effusion`` for NIH's ``Effusion``)."""
+
+
+class PhantomSite(BaseModel):
+    """One phantom hospital of a cross-site study's small form: a layout, a seed and the writer's options."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str = "nih14"
+    seed: int = 0
+    """Dataset seed: sites need different ones, else two sites draw the same patients."""
+    options: dict[str, Any] = {}
+    """Keyword options of the phantom writer, e.g. ``{site: B}`` (:mod:`cxrlab.data.phantom_layouts.site`)."""
+    source_options: dict[str, Any] = {}
+    """Options its layout's source reads it with (the real site's ``options`` are for the real layout)."""
 
 
 class PhantomSpec(BaseModel):
@@ -68,6 +108,8 @@ class PhantomSpec(BaseModel):
     only: list[str] = []
     """Run only these cells on the phantom (default: all)."""
     baseline: str | None = None
+    sites: dict[str, PhantomSite] = {}
+    """A cross-site study's phantom hospitals, one per site of the study (same names)."""
 
 
 class AuditSpec(BaseModel):
@@ -108,14 +150,20 @@ class StudySpec(BaseModel):
     published_source: str = ""
     phantom: PhantomSpec | None = None
     audit: AuditSpec = AuditSpec()
+    sites: dict[str, SiteSpec] = {}
+    """A cross-site study's datasets (its cells are made from them; no ``axes`` or ``cells``)."""
+    leave_one_out: bool = True
+    """With 3 or more sites, also one cell per site trained on all the others (``without=<site>``)."""
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
         for step in self.post:
             if set(step) != {"ensemble"}:
                 raise ValueError(f"unknown post step {sorted(step)} (known: ensemble)")
-        if not self.axes and not self.cells:
-            raise ValueError("a study needs axes (a grid) or cells")
+        if self.sites:
+            self._check_sites()
+        elif not self.axes and not self.cells:
+            raise ValueError("a study needs axes (a grid), cells or sites")
         names = [c.name for c in self.grid()]
         if len(set(names)) != len(names):
             raise ValueError(f"cell names repeat: {sorted(n for n in names if names.count(n) > 1)}")
@@ -130,8 +178,29 @@ class StudySpec(BaseModel):
                 raise ValueError(f"{ref!r} is not a cell of the study (cells: {', '.join(names)})")
         return self
 
+    def _check_sites(self) -> None:
+        import re
+
+        if self.axes or self.cells:
+            raise ValueError("a cross-site study makes its cells from its sites; drop axes and cells")
+        if len(self.sites) < 2:
+            raise ValueError(f"a cross-site study needs two or more sites, got {len(self.sites)}")
+        bad = [s for s in self.sites if not re.fullmatch(r"[A-Za-z0-9_.-]+", s)]
+        if bad:
+            raise ValueError(f"site names {bad}: use letters, digits, '_', '.' or '-' (they name folders)")
+        if self.phantom is not None and set(self.phantom.sites) != set(self.sites):
+            raise ValueError(f"phantom.sites must name every site of the study ({', '.join(self.sites)}), got "
+                             f"{', '.join(self.phantom.sites) or 'none'}")
+
     def grid(self) -> list[Cell]:
-        """Every cell: the explicit ones, then the product of the axes (first axis varies slowest)."""
+        """Every cell: the explicit ones, then the product of the axes (first axis varies slowest); a
+        cross-site study's ``train=<site>`` cells, then its ``without=<site>`` ones (:attr:`leave_one_out`)."""
+        if self.sites:
+            names = list(self.sites)
+            cells = [Cell(name=f"train={s}", sites=(s,)) for s in names]
+            if self.leave_one_out and len(names) >= 3:
+                cells += [Cell(name=f"without={s}", sites=tuple(n for n in names if n != s)) for s in names]
+            return cells
         cells = list(self.cells)
         if self.axes:
             keys = list(self.axes)

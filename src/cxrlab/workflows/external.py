@@ -96,7 +96,8 @@ def _csv_columns(root: str | Path, options: dict[str, Any]) -> list[str] | None:
     return [c for c in header if c not in meta] or None
 
 
-def _all_columns(source: str, root: str | Path = "", options: dict[str, Any] | None = None) -> list[str] | None:
+def source_label_columns(source: str, root: str | Path = "", options: dict[str, Any] | None = None) -> list[str] | None:
+    """Every label column a target of ``source`` can give (None: the source's own default list)."""
     options = options or {}
     if source == "csv":
         return _csv_columns(root, options)
@@ -129,7 +130,7 @@ def load_target(source: str, root: str | Path, options: dict[str, Any] | None, s
     """The target dataset with every label column its source gives; a folder not in the source's
     layout is one line naming both."""
     try:
-        return load_source(source, str(root), labels=_all_columns(source, root, options), options=options or {},
+        return load_source(source, str(root), labels=source_label_columns(source, root, options), options=options or {},
                            seed=seed)
     except CxrlabError as e:
         if "unknown data source" in str(e) or "data.options" in str(e):
@@ -194,7 +195,8 @@ def _run_side(run: RunFolder, rec: ModelRecord, predictor: Any, scorer: OodScore
 def evaluate_external(run_dir: str | Path, source: str, root: str | Path, options: dict[str, Any] | None = None,
                       name: str | None = None, all_images: bool = False, recalibrate_fraction: float = 0.2,
                       n_boot: int = 1000, seed: int = 0, workers: int = 0, duplicate_check: bool = True,
-                      exclude_duplicates: bool = False, subgroups: list[str] | None = None) -> ExternalResult:
+                      exclude_duplicates: bool = False, subgroups: list[str] | None = None,
+                      subgroup_analysis: bool = True) -> ExternalResult:
     """Score a finished run on another dataset; write ``RUN/external/<name>/`` and return its record.
 
     Args:
@@ -212,6 +214,7 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
         exclude_duplicates: drop those copies from scoring (the record says how many).
         subgroups: attributes of the subgroup analysis (``sex``, ``age``, ``view``, ``site``, ``source``);
             None: every one the target records with two or more values (none: skipped, one line says so).
+        subgroup_analysis: False skips it (a cross-site study scores many pairs; its cells have their own).
     """
     if n_boot < 10:
         raise CxrlabError(f"--n-boot must be >= 10 for a 95% CI (1000 is usual), got {n_boot}")
@@ -236,7 +239,7 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
     frame = manifest.frame if all_images else manifest.split("test")
     if len(frame) == 0:
         raise CxrlabError(f"{root}: the {source} test split is empty; --all-images scores every image")
-    by, sub_note = _resolve_by(frame, by, str(root))  # before the images are decoded: a wrong name fails fast
+    by, sub_note = _resolve_by(frame, by, str(root)) if subgroup_analysis else ([], "")  # before decoding: fails fast
     opened = open_model(run)
     scorer = open_scorer(run, opened.predictor)
     decoded: list[np.ndarray] | None = [] if duplicate_check else None

@@ -69,6 +69,8 @@ class StudyPlan:
     masks: str | None = None
     """The mask spec every trained cell is audited against (``--masks``, the study's ``audit.masks``, or the
     phantom form's own masks); None: the cells are not audited and the report says so."""
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """A cross-site study's datasets: site -> ``source``, ``root``, ``options`` (what every cell is scored on)."""
 
     @property
     def folder(self) -> Path:
@@ -101,7 +103,7 @@ def cell_status(run: RunFolder, cfg: ExperimentConfig) -> str:
     return "done" if run_finished(run) else "partial"
 
 
-def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
+def plan_study(ref: str | Path, root: str | Path | list[str] | None = None, overrides: list[str] | None = None,
                phantom: bool = False, out: str | Path = "studies", masks: str | Path | None = None) -> StudyPlan:
     """Resolve every cell's config and status (nothing is trained; the phantom form's data is written once).
 
@@ -121,28 +123,90 @@ def plan_study(ref: str | Path, root: str | None = None, overrides: list[str] | 
     baseline = spec.baseline_cell()
     extra: dict[str, Any] = {}  # dotted keys of the phantom form (or --root), under the cells' own keys
     small: dict[str, dict] = {}  # per-cell phantom overrides (win over the cell's own keys)
+    roots = [root] if isinstance(root, str | Path) else list(root or [])
+    root = None
+    sites: dict[str, dict[str, Any]] = {}  # a cross-site study's datasets: site -> source, root, options, labels
+    if phantom and spec.phantom is None:
+        raise CxrlabError(f"study {spec.name} has no phantom form")
+    if len(roots) > 1 and not spec.sites:
+        raise CxrlabError(f"study {spec.name}: one --root DATA (got {len(roots)}); several folders are for a "
+                          "cross-site study (sites: in its study file)")
     if phantom:
-        if spec.phantom is None:
-            raise CxrlabError(f"study {spec.name} has no phantom form")
-        extra = {**_phantom_data(spec, study), **spec.phantom.overrides}
+        sites, extra = _phantom_sites(spec, study) if spec.sites else ({}, _phantom_data(spec, study))
+        extra = {**extra, **spec.phantom.overrides}
         if spec.phantom.only:
             cells = [c for c in cells if c.name in spec.phantom.only]
         baseline = spec.phantom.baseline or (baseline if baseline in {c.name for c in cells} else cells[0].name)
         small = spec.phantom.cells
-    elif root:
-        extra = {"data.root": str(root)}
+    elif spec.sites:
+        sites = {name: {"source": s.source, "root": folder, "options": dict(s.options), "labels": s.labels}
+                 for (name, s), folder in zip(spec.sites.items(), site_roots(spec, roots).values(), strict=True)}
+        root = " ".join(f"{name}={site['root']}" for name, site in sites.items())
+    elif roots:
+        root = str(roots[0])
+        extra = {"data.root": root}
     command_line = parse_overrides(overrides or [])
     planned = []
     for cell in cells:
-        cfg = cell_config(base, extra, cell.overrides, small.get(cell.name, {}), command_line,
-                          {"name": cell.name, "runs_dir": str(study.runs)}, f"study {spec.name}, cell {cell.name}")
-        if not cfg.data.root:
+        fixed = {"name": cell.name, "runs_dir": str(study.runs)}
+        origin = f"study {spec.name}, cell {cell.name}"
+        cfg = cell_config(base, extra, cell.overrides, small.get(cell.name, {}), command_line, fixed, origin)
+        if cell.sites:  # the sites it trains on, each with its columns of the study's labels (whole values)
+            keys = {"data.sources": cell_sources(cfg, sites, cell.sites, spec.name), "data.options": {},
+                    "data.root": ""}
+            cfg = cell_config(base, extra, cell.overrides, {**small.get(cell.name, {}), **keys}, command_line,
+                              fixed, origin)
+        if not cfg.data.root and not cfg.data.sources:
             raise CxrlabError(f"study {spec.name}: no data root; pass --root DATA (or --phantom)")
         planned.append(PlannedCell(cell.name, cfg, cell_status(RunFolder(study.run_path(cell.name)), cfg)))
     found = masks if masks is not None else spec.audit.masks if spec.audit.masks else \
         (_phantom_masks(study) if phantom else None)
     return StudyPlan(spec, study, planned, baseline, phantom, list(overrides or []), root, str(ref),
-                     str(found) if found is not None else None)
+                     str(found) if found is not None else None, sites)
+
+
+def site_roots(spec: StudySpec, roots: list[str | Path]) -> dict[str, str]:
+    """A cross-site study's ``--root SITE=DIR`` values as site -> folder (one line for a missing or unknown site)."""
+    out: dict[str, str] = {}
+    names = ", ".join(spec.sites)
+    for value in map(str, roots):
+        name, sep, folder = value.partition("=")
+        if not sep or name not in spec.sites or not folder:
+            raise CxrlabError(f"--root {value}: study {spec.name} is cross-site; give --root SITE=DIR for each "
+                              f"of its sites ({names})")
+        out[name] = folder
+    missing = [s for s in spec.sites if s not in out]
+    if missing:
+        raise CxrlabError(f"study {spec.name}: no folder for site {', '.join(missing)}; pass --root SITE=DIR for "
+                          f"each of its sites ({names}), or --phantom")
+    return {s: out[s] for s in spec.sites}
+
+
+def cell_sources(cfg: ExperimentConfig, sites: dict[str, dict[str, Any]], names: tuple[str, ...],
+                 study: str) -> list[dict[str, Any]]:
+    """``data.sources`` of a cross-site cell: each site it trains on, with its own columns of the study's labels
+    (through the label vocabulary: NIH's ``Effusion`` is CheXpert's ``Pleural Effusion``)."""
+    from cxrlab.data.sources.merge import canonical_labels
+    from cxrlab.data.vocabulary import Vocabulary
+    from cxrlab.workflows.external import source_label_columns
+
+    vocab = Vocabulary.load(cfg.data.vocabulary)
+    wanted = set(canonical_labels(vocab, cfg.data.labels, [sites[n]["source"] for n in names])) \
+        if cfg.data.labels else None
+    out = []
+    for name in names:
+        site = sites[name]
+        labels = site.get("labels")
+        if labels is None and wanted is not None:
+            columns = source_label_columns(site["source"], site["root"], site["options"])
+            if columns is not None:
+                labels = [c for c in columns if vocab.canonical(site["source"], c)[0] in wanted]
+                if not labels:
+                    raise CxrlabError(f"study {study}: site {name} ({site['source']}) has none of the study's labels "
+                                      f"({', '.join(cfg.data.labels)}) in the label vocabulary {vocab.version}")
+        out.append({"source": site["source"], "root": str(site["root"]), "options": dict(site["options"]),
+                    "labels": labels, "name": name})
+    return out
 
 
 def cell_config(base: dict[str, Any], form: dict[str, Any], own: dict[str, Any], small: dict[str, Any],
@@ -204,6 +268,32 @@ def _phantom_data(spec: StudySpec, study: StudyFolder) -> dict[str, Any]:
             "data.labels": list(src["labels"]), "data.cache_dir": str(study.cache_dir)}
 
 
+def _phantom_sites(spec: StudySpec, study: StudyFolder) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Write (once) a cross-site study's phantom hospitals, one dataset per site under ``data/<site>``; return
+    site -> source, root, options and the form's common data keys (dotted)."""
+    import json
+
+    from cxrlab.data.phantom_dataset import write_phantom_dataset
+    from cxrlab.runio import atomic_write_json
+
+    p = spec.phantom
+    marker = study.data_marker
+    made = {"n": p.n, "size": p.size, "sites": {k: v.model_dump() for k, v in p.sites.items()}}
+    old = json.loads(marker.read_text()) if marker.is_file() else {}
+    if old.get("made") == made:
+        written = old["sites"]
+    else:
+        written = {}
+        for name, site in p.sites.items():
+            ps = write_phantom_dataset(site.kind, study.data_dir / name, n=p.n, size=p.size, seed=site.seed,
+                                       **site.options)
+            written[name] = {"source": ps.source, "root": str(ps.root)}
+        atomic_write_json(marker, {"made": made, "sites": written})
+    sites = {name: {**written[name], "options": dict(p.sites[name].source_options), "labels": None}
+             for name in spec.sites}
+    return sites, {"task": "multilabel", "data.cache_dir": str(study.cache_dir)}
+
+
 def _phantom_masks(study: StudyFolder) -> Path | None:
     """The phantom form's own masks, when its dataset was written with them."""
     return study.data_masks if study.data_masks.is_dir() else None
@@ -214,7 +304,7 @@ def run_cell(cfg: ExperimentConfig, status: str) -> dict[str, Any]:
     return run_experiment(cfg, resume=status == "partial", overwrite=status == "changed")
 
 
-def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | None = None,
+def run_study(ref: str | Path, root: str | Path | list[str] | None = None, overrides: list[str] | None = None,
               phantom: bool = False, out: str | Path = "studies", launcher: str = "local",
               launcher_options: dict[str, Any] | None = None, masks: str | Path | None = None) -> Path:
     """Run every cell not yet done, then the post-steps and the study report; return ``report.html``.
@@ -230,7 +320,7 @@ def run_study(ref: str | Path, root: str | None = None, overrides: list[str] | N
         return _run_study(ref, root, overrides, phantom, out, launcher, launcher_options, masks)
 
 
-def _run_study(ref: str | Path, root: str | None, overrides: list[str] | None, phantom: bool, out: str | Path,
+def _run_study(ref: str | Path, root: str | Path | list[str] | None, overrides: list[str] | None, phantom: bool, out: str | Path,
                launcher: str, launcher_options: dict[str, Any] | None, masks: str | Path | None = None) -> Path:
     plan = plan_study(ref, root, overrides, phantom, out, masks)
     write_plan(plan)
@@ -248,6 +338,7 @@ def _run_study(ref: str | Path, root: str | None, overrides: list[str] | None, p
     else:
         raise CxrlabError(f"unknown launcher {launcher!r}; use local or slurm")
     run_post_steps(plan)
+    run_transfers(plan)
     run_audits(plan)
     run_subgroups(plan)
     from cxrlab.workflows.study_report import study_report
@@ -273,6 +364,16 @@ def run_post_steps(plan: StudyPlan) -> list[str]:
         evaluate_run(target, n_boot=plan.spec.n_boot)
         made.append(name)
     return made
+
+
+def run_transfers(plan: StudyPlan) -> list[str]:
+    """A cross-site study: score every finished cell on every site's test split (``cxrlab evaluate --on``,
+    ``RUN/external/<site>/``); return the (cell, site) pairs scored now (:mod:`cxrlab.workflows.transfer`)."""
+    if not plan.sites:
+        return []
+    from cxrlab.workflows.transfer import score_cells_on_sites
+
+    return score_cells_on_sites(plan.study, [c.name for c in plan.cells], plan.sites, plan.spec.n_boot)
 
 
 def run_audits(plan: StudyPlan) -> list[str]:

@@ -249,8 +249,13 @@ def _study_report(study: StudyFolder, plan: Any, ref: str | Path | None, n_boot:
     rows = {n: replace(r, extras={**r.extras, "audit": _audit(RunFolder(study.run_path(n)), method, r.task,
                                                                 resolved.get("masks"))})
             for n, r in rows.items()}
+    transfer = None
+    if spec.sites:  # cells of other sites have other test images: compared across sites, not to a baseline
+        from cxrlab.workflows.transfer import transfer_result
+
+        transfer = transfer_result(study, spec, finished, n_boot)
     comparisons = [{"a": n, "b": baseline, **_compare(study, n, baseline, n_boot)}
-                   for n in finished if n != baseline and baseline in finished]
+                   for n in finished if n != baseline and baseline in finished and not spec.sites]
     for a, b in spec.comparisons:
         if a in finished and b in finished and not any({c["a"], c["b"]} == {a, b} for c in comparisons):
             comparisons.append({"a": a, "b": b, **_compare(study, a, b, n_boot), "requested": True})
@@ -265,6 +270,6 @@ def _study_report(study: StudyFolder, plan: Any, ref: str | Path | None, n_boot:
         missing=[n for n in [*names, *posts] if n not in rows],
         overrides={c.name: c.overrides for c in spec.grid() if c.name in rows},
         command_line=resolved.get("command_line"), root=resolved.get("root"), base=resolved.get("base"),
-        audit={"method": method, "masks": resolved.get("masks"), "comparisons": audit_pairs})
+        audit={"method": method, "masks": resolved.get("masks"), "comparisons": audit_pairs}, transfer=transfer)
     atomic_write_json(study.result_file, result.to_dict(curves=False))  # ROC points: drawn, not stored
     return render_study(study, result)

@@ -10,6 +10,8 @@ default site's acquisition.
 Site ``"A"`` is the default phantom (byte-identical to a phantom written without ``site``);
 ``"B"`` is a second hospital: over-exposed with a flatter gamma, three times the noise, a softer
 detector, a tighter field of view, a burned-in text block in every image and half the prevalence.
+``"C"`` is a third, shifted the other way: under-exposed with a steeper gamma, twice the noise, a
+wider field of view, no marker and 1.4 times the prevalence (the cross-site study's third hospital).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ SITES: dict[str, Site] = {
     "A": Site("A"),
     "B": Site("B", gain=(1.1, 1.3), offset=(0.02, 0.06), gamma=(0.6, 0.75), noise=(0.05, 0.08),
               blur=0.012, zoom=1.18, marker="text", prevalence=0.5),
+    "C": Site("C", gain=(0.75, 0.9), offset=(-0.03, 0.0), gamma=(1.2, 1.4), noise=(0.03, 0.05),
+              blur=0.006, zoom=0.9, marker="none", prevalence=1.4),
 }
 
 
