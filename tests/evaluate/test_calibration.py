@@ -173,3 +173,30 @@ def test_evaluation_reports_calibration_before_and_after():
     assert CalibrationEffect.from_dict(eff.to_dict()) == eff
     plain = evaluation_of(table.drop(columns=["raw_x"]), ["x"], "binary", table, n_boot=20).calibration_effect
     assert plain.method == "none" and plain.before == plain.after
+
+
+def test_a_separable_validation_split_keeps_its_probabilities_and_its_ranks():
+    """Every positive above every negative: the log loss falls without limit as T shrinks, the fit ran to
+    T = e^-4 and saturated the probabilities to 0 and 1 in float32 (ties: AUC 0.9999 -> 0.997 on the run's
+    own test split, 0.966 -> 0.500 on another site).  Such a label is kept as it was, and says so."""
+    from cxrlab.evaluate.calibration import SEPARABLE, fit_calibration
+    from cxrlab.evaluate.metrics import roc_auc
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y_val = np.r_[np.zeros(n), np.ones(n)]
+    sep = np.r_[rng.uniform(0.05, 0.45, n), rng.uniform(0.55, 0.95, n)]  # separable at 0.5
+    mixed = np.clip(0.5 + 0.3 * (y_val - 0.5) + rng.normal(0, 0.15, 2 * n), 0.01, 0.99)
+    for method in ("temperature", "platt"):
+        cal = fit_calibration(method, np.c_[y_val, y_val], np.c_[sep, mixed], ["A", "B"], "multilabel")
+        assert cal.fitted_on.get("kept") == {"A": SEPARABLE}, (method, cal)
+        test = np.c_[rng.uniform(0.3, 0.7, 500), rng.uniform(0.3, 0.7, 500)]
+        y_test = (test[:, 0] + rng.normal(0, 0.1, 500) > 0.5).astype(float)
+        out = cal.apply(test).astype(np.float32)  # what the Predictor returns
+        np.testing.assert_array_equal(out[:, 0], test[:, 0].astype(np.float32))  # label A untouched
+        assert roc_auc(y_test, out[:, 0]) == pytest.approx(roc_auc(y_test, test[:, 0]), abs=1e-12)
+        assert not np.allclose(out[:, 1], test[:, 1])  # label B is calibrated as before
+        assert "A: validation separable" in cal.summary()
+    multi = fit_calibration("temperature", np.eye(3)[np.repeat([0, 1, 2], 50)],
+                            np.eye(3)[np.repeat([0, 1, 2], 50)] * 0.6 + 0.4 / 3, ["a", "b", "c"], "multiclass")
+    assert multi.params["temperature"] == [1.0] and set(multi.fitted_on["kept"]) == {"a", "b", "c"}

@@ -34,6 +34,12 @@ METHODS = ("none", "temperature", "platt", "isotonic")
 EPS = 1e-7
 #: Temperatures are searched in e^-4 .. e^4 (0.018 .. 55).
 LOG_T_BOUND = 4.0
+#: What a label keeps when its validation split is separable (every positive scored above every negative): the
+#: log loss then falls without limit as the scores are sharpened, so the fit runs to its bound (T = e^-4, or a
+#: Platt slope past e^4).  That is no estimate of calibration, and applying it saturates the probabilities to
+#: exactly 0 and 1 in float32, which ties the ranks and destroys AUC (a run with validation AUC 1.0 for
+#: Cardiomegaly went from test AUC 0.9999 to 0.997, and on another site from 0.966 to 0.500).
+SEPARABLE = "validation separable (the fit runs to its bound): kept as it was"
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -56,26 +62,39 @@ def _both(y: np.ndarray) -> bool:
     return bool(len(y)) and 0 < y.sum() < len(y)
 
 
+def _separable(y: np.ndarray, p: np.ndarray) -> bool:
+    """Every positive scored above every negative (or below): no finite sharpening minimises the log loss."""
+    keep = ~np.isnan(y)
+    pos, neg = p[keep][y[keep] == 1], p[keep][y[keep] == 0]
+    return bool(len(pos) and len(neg)) and (pos.min() > neg.max() or pos.max() < neg.min())
+
+
 def _binary_nll(y: np.ndarray, z: np.ndarray) -> float:
     # -[y log s(z) + (1-y) log(1 - s(z))] = log(1 + e^z) - y z, computed stably
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
 def fit_temperature_binary(y: np.ndarray, p: np.ndarray) -> float:
-    """The ``T`` minimising the validation log loss of ``sigmoid(logit(p) / T)`` (1.0 without both classes)."""
+    """The ``T`` minimising the validation log loss of ``sigmoid(logit(p) / T)`` (1.0 without both classes, and
+    NaN where the fit runs to its lower bound: a separable split, :data:`SEPARABLE`)."""
     keep = ~np.isnan(y)
     if not _both(y):
         return 1.0
+    if _separable(y, p):
+        return float("nan")
     z, t = logit(p[keep]), y[keep]
     res = minimize_scalar(lambda lt: _binary_nll(t, z * np.exp(-lt)), bounds=(-LOG_T_BOUND, LOG_T_BOUND),
                           method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(res.x))
+    return float("nan") if res.x <= -LOG_T_BOUND + 1e-3 else float(np.exp(res.x))
 
 
 def fit_temperature_multiclass(y: np.ndarray, p: np.ndarray) -> float:
-    """One ``T`` for all classes: minimises the log loss of ``softmax(log p / T)`` on one-hot ``y``."""
+    """One ``T`` for all classes: minimises the log loss of ``softmax(log p / T)`` on one-hot ``y`` (NaN where the
+    fit runs to its lower bound: a separable split, :data:`SEPARABLE`)."""
     z = np.log(np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0))
     true = np.asarray(y).argmax(1)
+    if (z.argmax(1) == true).all():  # every image's top class is right: the loss falls without limit as T -> 0
+        return float("nan")
 
     def nll(lt: float) -> float:
         s = z * np.exp(-lt)
@@ -83,15 +102,19 @@ def fit_temperature_multiclass(y: np.ndarray, p: np.ndarray) -> float:
         return float(np.mean(np.log(np.exp(s).sum(1)) - s[np.arange(len(s)), true]))
 
     res = minimize_scalar(nll, bounds=(-LOG_T_BOUND, LOG_T_BOUND), method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(res.x))
+    return float("nan") if res.x <= -LOG_T_BOUND + 1e-3 else float(np.exp(res.x))
 
 
 def fit_platt(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """``(a, b)`` of ``sigmoid(a logit(p) + b)`` by maximum likelihood ((1, 0) without both classes)."""
+    """``(a, b)`` of ``sigmoid(a logit(p) + b)`` by maximum likelihood ((1, 0) without both classes; (NaN, NaN)
+    where the slope runs past e^4: a separable split, :data:`SEPARABLE`)."""
     keep = ~np.isnan(y)
     if not _both(y):
         return 1.0, 0.0
-    return _logistic(y[keep], logit(p[keep]))
+    if _separable(y, p):
+        return float("nan"), float("nan")
+    a, b = _logistic(y[keep], logit(p[keep]))
+    return (float("nan"), float("nan")) if not a < np.exp(LOG_T_BOUND) else (a, b)
 
 
 def _logistic(y: np.ndarray, z: np.ndarray, slope: float | None = None) -> tuple[float, float]:
@@ -129,7 +152,8 @@ class Calibration:
         labels: the model's labels, in output order.
         params: ``{"temperature": [T...]}`` (one per label; one for multi-class), ``{"a": [...], "b": [...]}``
             (Platt), or ``{"x": [[...]...], "y": [[...]...]}`` (isotonic knots per label).
-        fitted_on: where it was fitted: ``{"split": "val", "images": n}``.
+        fitted_on: where it was fitted: ``{"split": "val", "images": n}``; ``kept``: label -> why its
+            probabilities were kept as they are (:data:`SEPARABLE`), where a label's fit was refused.
     """
 
     FORMAT_VERSION: ClassVar[int] = 1
@@ -163,11 +187,13 @@ class Calibration:
     def summary(self) -> str:
         """One line for reports and logs: the method and its parameters."""
         q = self.params
+        kept = self.fitted_on.get("kept") or {}
+        note = f" ({', '.join(kept)}: {SEPARABLE})" if kept else ""
         if self.method == "temperature":
-            return "temperature scaling, T = " + ", ".join(f"{t:.3g}" for t in q["temperature"])
+            return "temperature scaling, T = " + ", ".join(f"{t:.3g}" for t in q["temperature"]) + note
         if self.method == "platt":
             return "Platt scaling, (a, b) = " + ", ".join(f"({a:.3g}, {b:.3g})" for a, b in zip(q["a"], q["b"],
-                                                                                                strict=True))
+                                                                                                strict=True)) + note
         return f"isotonic regression ({', '.join(str(len(x)) for x in q['x'])} knots)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,14 +228,22 @@ def fit_calibration(method: str, y: np.ndarray, probs: np.ndarray, labels: list[
         if method == "temperature":
             t = ([fit_temperature_multiclass(y, p)] if task == "multiclass"
                  else [fit_temperature_binary(y[:, j], p[:, j]) for j in cols])
-            params: dict[str, Any] = {"temperature": t}
+            kept = ([labels[j] for j, v in enumerate(t) if not np.isfinite(v)] if task != "multiclass"
+                    else list(labels) if not np.isfinite(t[0]) else [])
+            params: dict[str, Any] = {"temperature": [v if np.isfinite(v) else 1.0 for v in t]}
         elif method == "platt":
             ab = [fit_platt(y[:, j], p[:, j]) for j in cols]
-            params = {"a": [a for a, _ in ab], "b": [b for _, b in ab]}
+            kept = [labels[j] for j, (a, _) in enumerate(ab) if not np.isfinite(a)]
+            params = {"a": [a if np.isfinite(a) else 1.0 for a, _ in ab],
+                      "b": [b if np.isfinite(b) else 0.0 for _, b in ab]}
         else:
             knots = [fit_isotonic(y[:, j], p[:, j]) for j in cols]
             params = {"x": [x for x, _ in knots], "y": [v for _, v in knots]}
-    return Calibration(method, task, list(labels), params, {"split": split, "images": int(len(y))})
+            kept = []
+    fitted_on: dict[str, Any] = {"split": split, "images": int(len(y))}
+    if kept:
+        fitted_on["kept"] = {lab: SEPARABLE for lab in kept}
+    return Calibration(method, task, list(labels), params, fitted_on)
 
 
 # ---- how well calibrated ------------------------------------------------------------------
