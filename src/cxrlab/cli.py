@@ -251,8 +251,9 @@ def evaluate(
             where = f"{lab.target_column} ({lab.kind})" if lab.evaluable else "not evaluable"
             console.print(f"{lab.model_label} -> {where}: AUC {present.ci(lab.auc)} (run test "
                           f"{present.ci(lab.run_auc)})", highlight=False)
-        console.print(f"macro AUC on {on}: {present.ci(result.macro_auc)} vs {present.ci(result.run_macro_auc)} "
-                      f"on the run's test split ({result.n_images} images scored)", highlight=False)
+        console.print(f"macro AUC on {on} over {', '.join(result.macro_labels) or 'no label'} (both classes on both "
+                      f"sides): {present.ci(result.macro_auc)} vs {present.ci(result.run_macro_auc)} on the run's test "
+                      f"split ({result.n_images} images scored)", highlight=False)
         console.print(duplicate_line(result), highlight=False)
         _wrote(written.shown())
         return

@@ -188,3 +188,32 @@ def test_on_without_root_and_a_bad_fraction(external):
         from cxrlab.workflows.external import evaluate_external
 
         evaluate_external(external["run"], "chexpert", external["roots"]["A"], recalibrate_fraction=1.5)
+
+
+def test_the_macro_auc_averages_the_same_labels_on_both_sides(external):
+    """A label without positives among the scored target images drops out of both means, not the target's only
+    (a new user saw 2 labels on the target against 4 on the run's side, headlined as a -0.457 drop)."""
+    for res in external["results"].values():
+        labs = res.macro_labels
+        assert labs and set(labs) <= set(res.evaluable)
+        assert res.run_macro_auc.value == pytest.approx(np.mean([res.labels[lab].run_auc.value for lab in labs]))
+        assert res.macro_auc.value == pytest.approx(np.mean([res.labels[lab].auc.value for lab in labs]))
+        for lab in set(res.evaluable) - set(labs):  # left out: one side cannot score it
+            assert not (res.labels[lab].auc.defined and res.labels[lab].run_auc.defined), lab
+    page = RunFolder(external["run"]).external_files("B")["report"].read_text()
+    assert "labels both sides can score" in page
+
+
+def test_a_label_without_positives_on_the_target_leaves_both_means(external, tmp_path):
+    from cxrlab.workflows.external import evaluate_external
+
+    root = write_phantom_chexpert(tmp_path / "few", n=24, size=64, seed=0, lateral=False, uncertain_rule=CLEAR,
+                                  workers=1, site="B")
+    res = evaluate_external(external["run"], "chexpert", root, name="few", all_images=True, n_boot=50,
+                            duplicate_check=False, recalibrate_fraction=0)
+    left_out = [lab for lab in res.evaluable if lab not in res.macro_labels]
+    assert left_out, "the small target was meant to lack positives of some label"
+    for lab in left_out:
+        assert not res.labels[lab].auc.defined and res.labels[lab].run_auc.defined  # the run side could score it
+    assert res.run_macro_auc.value == pytest.approx(np.mean([res.labels[lab].run_auc.value
+                                                             for lab in res.macro_labels]))

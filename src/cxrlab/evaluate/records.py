@@ -1022,8 +1022,9 @@ class ExternalLabel:
 class ExternalResult:
     """What ``RUN/external/<name>/external.json`` holds: a run scored on another dataset.
 
-    ``macro_auc`` / ``run_macro_auc`` average the same (evaluable) labels on the target and on the
-    run's own test split; ``composition`` is ``{factor: {category: [run share, target share]}}``;
+    ``macro_auc`` / ``run_macro_auc`` average the same labels on the target and on the run's own test
+    split: ``macro_labels``, the evaluable labels with both classes on both sides (empty in files written
+    before it was recorded); ``composition`` is ``{factor: {category: [run share, target share]}}``;
     ``ood`` the share the run's OOD check flags on each side (None without ``ood.json``);
     ``recalibration`` says how the slice was drawn and what was refitted; ``duplicates`` the scored
     images that copy a training image (a :class:`DuplicateResult`; None when the check did not run,
@@ -1054,6 +1055,7 @@ class ExternalResult:
     duplicate_note: str = ""
     duplicates_excluded: int = 0
     format_version: int = FORMAT_VERSION
+    macro_labels: list[str] = field(default_factory=list)
 
     @property
     def evaluable(self) -> list[str]:
@@ -1067,7 +1069,8 @@ class ExternalResult:
                 "macro_auc": self.macro_auc.to_dict(), "run_macro_auc": self.run_macro_auc.to_dict(),
                 "composition": self.composition, "ood": self.ood, "recalibration": self.recalibration,
                 "n_boot": self.n_boot, "duplicates": None if self.duplicates is None else self.duplicates.to_dict(),
-                "duplicate_note": self.duplicate_note, "duplicates_excluded": self.duplicates_excluded}
+                "duplicate_note": self.duplicate_note, "duplicates_excluded": self.duplicates_excluded,
+                "macro_labels": list(self.macro_labels)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExternalResult:
@@ -1081,7 +1084,7 @@ class ExternalResult:
                    DuplicateResult.from_dict(d["duplicates"]) if d.get("duplicates") else None,
                    str(d.get("duplicate_note")
                        or ("" if d.get("duplicates") else "not checked (an external.json from before the check)")),
-                   int(d.get("duplicates_excluded") or 0), _version(d))
+                   int(d.get("duplicates_excluded") or 0), _version(d), list(d.get("macro_labels") or []))
 
     @classmethod
     def read(cls, path: str | Path) -> ExternalResult | None:

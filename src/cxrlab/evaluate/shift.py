@@ -86,6 +86,12 @@ def positive_rate(p: np.ndarray, threshold: float) -> float:
     return float(np.mean(p >= threshold)) if len(p) else float("nan")
 
 
+def has_both(y: np.ndarray) -> bool:
+    """Both classes among the labelled entries (NaN: not labelled): an AUC is defined."""
+    y = y[~np.isnan(y)]
+    return bool(len(y)) and 0 < y.sum() < len(y)
+
+
 def auc_with_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, n_boot: int,
                 seed: int) -> dict[str, Any]:
     """AUC with its patient-bootstrap 95% CI (``{"value", "ci_low", "ci_high", "n_boot"}``)."""
@@ -170,6 +176,8 @@ def recalibrated(y: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndar
 
 def _platt(y_fit: np.ndarray, p_fit: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     a, b = fit_platt(y_fit.astype(np.float64), p_fit.astype(np.float64))
+    if not np.isfinite(a):  # a separable slice: no estimate of calibration; keep the probabilities
+        a, b = 1.0, 0.0
     cal = sigmoid(a * logit(p) + b)
     keep = ~np.isnan(y)
     return {"a": a, "b": b, "ece_transported": expected_calibration_error(y, p)[0],

@@ -96,7 +96,8 @@ def transported(result: ExternalResult) -> str:
         rows.append([lab.model_label, present.ci(lab.run_auc), present.ci(lab.auc),
                      f"{lab.positives}/{lab.n}",
                      *(_rate(lab.transported, k) for k in RATES if k != "accuracy")])
-    rows.append(["macro (evaluable labels)", present.ci(result.run_macro_auc), present.ci(result.macro_auc), "", "",
+    over = ", ".join(result.macro_labels) if result.macro_labels else "evaluable labels"
+    rows.append([f"macro ({over})", present.ci(result.run_macro_auc), present.ci(result.macro_auc), "", "",
                  "", "", ""])
     return (table(["label", "AUC, run test split", "AUC, target", "positives/n", "sensitivity", "specificity",
                    "PPV", "NPV"], rows)
@@ -204,7 +205,8 @@ def render_external(result: ExternalResult, path: Path, sub: SubgroupResult | No
         figures: label -> its forest plot (``external/<name>/figures/subgroups_<label>.png``).
     """
     drop = result.macro_auc.value - result.run_macro_auc.value
-    subtitle = (f"run {result.run} on {result.source} ({result.n_images} images): macro AUC "
+    over = f" over {len(result.macro_labels)} labels both sides can score" if result.macro_labels else ""
+    subtitle = (f"run {result.run} on {result.source} ({result.n_images} images): macro AUC{over} "
                 f"{present.ci(result.macro_auc)} vs {present.ci(result.run_macro_auc)} on its own test split "
                 f"({present.diff(drop)})")
     sections = [("Label map", label_map(result)), ("Images scored", scored(result)),

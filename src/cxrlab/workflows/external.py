@@ -286,6 +286,9 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
                 entry["held_out"] = shift.recalibrated(y[:, j], probs[:, j], thr, groups, fit, n_boot, seed + j)
         labels[m.model_label] = entry
     cols = [j for j, m in enumerate(matches) if m.evaluable]
+    # the macro AUC of each side averages the same labels: those with both classes on the target and in the run's
+    # test split (a label without positives on one side would otherwise drop out of that side's mean only)
+    both = [j for j in cols if shift.has_both(y[:, j]) and shift.has_both(run_y[:, j])]
     run_factors, run_ood, run_note = _run_side(run, rec, opened.predictor, scorer, workers)
     ood = None
     if flags is not None:
@@ -303,8 +306,9 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
         "options": dict(options or {}), "scored": "all images" if all_images else "test split",
         "n_images": len(frame), "n_patients": int(len(np.unique(groups))), "vocabulary": vocab.version,
         "labels": labels, "target_only": lacking,
-        "macro_auc": shift.macro_with_ci(y[:, cols], probs[:, cols], groups, n_boot, seed),
-        "run_macro_auc": shift.macro_with_ci(run_y[:, cols], run_p[:, cols], run_groups, n_boot, seed),
+        "macro_auc": shift.macro_with_ci(y[:, both], probs[:, both], groups, n_boot, seed),
+        "run_macro_auc": shift.macro_with_ci(run_y[:, both], run_p[:, both], run_groups, n_boot, seed),
+        "macro_labels": [rec.labels[j] for j in both],
         "composition": shift.composition(run_factors, _factors(frame)), "ood": ood, "recalibration": recal,
         "n_boot": n_boot, "duplicates": None if dups is None else dups.to_dict(), "duplicate_note": dup_note,
         "duplicates_excluded": excluded})
