@@ -1274,9 +1274,13 @@ class StudyCell:
 
     @property
     def headline(self) -> tuple[str, Estimate]:
-        """(name, estimate) of the cell's one number: accuracy for multi-class cells, else the macro AUC."""
+        """(name, estimate) of the cell's one number: accuracy for multi-class cells, the AUC of a cell with one
+        label (a binary cell's macro over one label is that label's AUC: "macro" would misname it), else the
+        macro AUC."""
         if self.task == "multiclass" and self.accuracy is not None:
             return "accuracy", self.accuracy
+        if len(self.labels) == 1 and self.labels[0] in self.per_label:
+            return "AUC", self.per_label[self.labels[0]].auc
         return "macro AUC", self.macro_auc
 
     @classmethod
