@@ -84,7 +84,7 @@ def results_table(data: StudyResult) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, r in cells.items():
         metric, d = _headline(r)
-        rows.append([name + (" (baseline)" if name == data.baseline else ""),
+        rows.append([name + (" (baseline)" if name == data.baseline and data.transfer is None else ""),
                      f"{r.extras.get('epochs_run')} ({r.extras.get('best_epoch')})", f"{metric} {present.ci(d)}",
                      *[present.ci(r.per_label[lab].auc) if lab in r.per_label else present.NA for lab in labels]])
     return head, rows
@@ -356,7 +356,7 @@ def audit_table(data: StudyResult) -> tuple[list[str], list[list[str]]] | None:
             "uniform map (same masks)", "audited positives / test images", "flagged (CI below uniform)"]
     rows = []
     for name, a in cells.items():
-        cell = name + (" (baseline)" if name == data.baseline else "")
+        cell = name + (" (baseline)" if name == data.baseline and data.transfer is None else "")
         if "share" not in a:
             rows.append([cell, *(a.get("missing", "no masks (cxrlab audit --masks SPEC)") for _ in keys), present.NA,
                          present.NA, present.NA])

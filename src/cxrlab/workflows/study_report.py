@@ -86,7 +86,9 @@ def _setup(run: RunFolder, summary: dict[str, Any]) -> dict[str, Any] | None:
             "image_size": cfg.data.image_size, "pretrained": cfg.model.pretrained,
             "epochs_run": summary.get("epochs_run"), "epochs_cap": cfg.train.epochs,
             "best_epoch": summary.get("best_epoch"), "lr": cfg.train.lr, "loss": cfg.train.loss,
-            "source": cfg.data.source, "root": cfg.data.root,
+            "source": " + ".join(f"{x.name or x.source} ({x.source})" for x in cfg.data.sources)
+            if cfg.data.sources else cfg.data.source,
+            "root": "; ".join(x.root for x in cfg.data.sources) if cfg.data.sources else cfg.data.root,
             "splits": {s: {"images": splits[s].get("images"), "patients": splits[s].get("patients")}
                        for s in SPLITS if s in splits},
             "split_method": data.get("split_method"), "patient_overlap": data.get("patient_overlap"),
