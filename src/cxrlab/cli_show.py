@@ -78,6 +78,12 @@ def evaluation(run: Path, ev: dict[str, Any] | Evaluation, task: str) -> None:
         t.add_row("macro", present.ci(ev.macro_auc), "", "", "", "")
         t.add_row("micro", present.ci(ev.micro_auc), "", "", "", "")
     console.print(t)
+    if ev.per_source:  # a run over several sources: each source's own patients resampled
+        ts = _table("per source (test AUC, 95% CI)", ["source", "images", *ev.labels, "macro"])
+        for name, r in ev.per_source.items():
+            ts.add_row(name, fmt(r.n), *(present.ci(r.per_label[lab]) if lab in r.per_label else "not in this source"
+                                         for lab in ev.labels), present.ci(r.macro_auc))
+        console.print(ts)
     for lab, d in ev.per_label.items():
         op = d.operating_point
         if op:

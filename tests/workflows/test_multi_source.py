@@ -88,7 +88,7 @@ def test_two_source_run_scores_the_missing_label_on_the_other_source_only(two_so
     rec = json.loads((run / "model.json").read_text())
     assert rec["label_source"] == "canonical" and rec["vocabulary"]["version"]
     html = (run / "report.html").read_text()
-    assert "Test results per source" in html and "site_b" in html and "not in source" in html
+    assert "Test results per source" in html and "site_b" in html and "not in this source" in html
 
 
 def test_labels_in_no_source_and_root_beside_sources_are_one_line(two_sources, tmp_path):

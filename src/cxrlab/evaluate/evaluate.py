@@ -37,6 +37,7 @@ from cxrlab.evaluate.operating import (
     parse_rule,
     rates,
 )
+from cxrlab.evaluate.per_source import per_source_aucs
 from cxrlab.evaluate.records import CalibrationEffect, Evaluation, fresh
 from cxrlab.evaluate.stats import bootstrap_aucs, bootstrap_weights, percentile_ci, weighted_auc
 from cxrlab.tables import prob_columns, raw_columns
@@ -275,12 +276,14 @@ def evaluation_of(test: pd.DataFrame, labels: list[str], task: str, val: pd.Data
 
     Every multi-label and binary label gets its operating point at the threshold ``rules`` chose on
     validation (and PPV/NPV at ``prevalence``); ``calibration``: (method, summary) of the run's fitted
-    calibration, for the before/after record (:func:`calibration_of`).
+    calibration, for the before/after record (:func:`calibration_of`).  A test table of several
+    sources (``data.sources``) also gets each source's AUCs with CIs (:func:`per_source_aucs`).
     """
     if task == "multiclass":
         raw = evaluate_multiclass(test, labels, n_boot, seed)
     else:
         raw = evaluate_multilabel(test, labels, val, n_boot, seed, operating=True, rules=rules, prevalence=prevalence)
+        raw["per_source"] = per_source_aucs(test, labels, n_boot, seed)
     return fresh(Evaluation, {**raw, "task": task},
                  calibration_effect=calibration_of(test, labels, task, *calibration))
 

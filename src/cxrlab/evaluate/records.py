@@ -298,6 +298,41 @@ class ClassResult:
 
 
 @dataclass(frozen=True)
+class SourceResult:
+    """One source of a run over several sources (``evaluation.json["per_source"][name]``): its test images' AUCs.
+
+    Attributes:
+        n, patients: the source's test images and patients (the bootstrap resamples its patients).
+        per_label: AUC with its 95% CI for each label the source has (NaN when its test images hold one class).
+        positives: positives per label the source has.
+        absent: labels the source does not have: "not in this source", never a number.
+        macro_auc: the mean AUC over the labels this source can score, with its 95% CI.
+    """
+
+    n: int
+    macro_auc: Estimate
+    per_label: dict[str, Estimate] = field(default_factory=dict)
+    positives: dict[str, int] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
+    patients: int | None = None
+    n_boot: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "patients": self.patients, "n_boot": self.n_boot,
+                "per_label": {k: {**e.to_dict("auc"), "positives": self.positives.get(k)}
+                              for k, e in self.per_label.items()},
+                "absent": list(self.absent), "macro_auc": self.macro_auc.to_dict("auc")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SourceResult:
+        per = d.get("per_label") or {}
+        return cls(int(d.get("n") or 0), Estimate.from_dict(d.get("macro_auc"), "auc"),
+                   {k: Estimate.from_dict(v, "auc") for k, v in per.items()},
+                   {k: int(v["positives"]) for k, v in per.items() if v.get("positives") is not None},
+                   list(d.get("absent") or []), _int(d.get("patients")), _int(d.get("n_boot")))
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """What ``evaluation.json`` holds: a run's test-split classification results with 95% CIs.
 
@@ -322,6 +357,8 @@ class Evaluation:
     calibration: dict[str, Any] | None = None
     calibration_effect: CalibrationEffect | None = None
     """Brier, slope, intercept and ECE before and after the run's fitted calibration (None in older files)."""
+    per_source: dict[str, SourceResult] = field(default_factory=dict)
+    """Test AUCs per source of a run over several sources, with CIs (empty: one source, or an older file)."""
     format_version: int = FORMAT_VERSION
 
     # ---- what readers ask -------------------------------------------------------------
@@ -372,6 +409,8 @@ class Evaluation:
                                 "n_boot": self.n_boot, "resampling": self.resampling}
         if self.calibration_effect is not None:
             head["calibration_effect"] = self.calibration_effect.to_dict()
+        if self.per_source:
+            head["per_source"] = {k: r.to_dict() for k, r in self.per_source.items()}
         if self.task == "multiclass":
             return {**head, "accuracy": (self.accuracy or Estimate(NAN)).to_dict("value"),
                     "confusion_matrix": self.confusion_matrix, "confusion_normalised": self.confusion_normalised,
@@ -402,6 +441,7 @@ class Evaluation:
                    macro_f1=_num(d.get("macro_f1")), confusion_matrix=d.get("confusion_matrix"),
                    confusion_normalised=d.get("confusion_normalised"), calibration=d.get("calibration"),
                    calibration_effect=CalibrationEffect.from_dict(d.get("calibration_effect")),
+                   per_source={k: SourceResult.from_dict(v) for k, v in (d.get("per_source") or {}).items()},
                    format_version=_version(d))
 
     @classmethod
