@@ -26,23 +26,25 @@ from cxrlab.evaluate.evaluate import expected_calibration_error, youden_threshol
 from cxrlab.evaluate.operating import operating_point
 from cxrlab.evaluate.stats import bootstrap_aucs, percentile_ci, weighted_auc
 
-#: Age bins of the composition table (years; the last is open).
-AGE_BINS: tuple[int, ...] = (0, 18, 40, 60, 80)
+#: Age bin edges of the composition table (years): the subgroup analysis's default (``cxrlab subgroups
+#: --age-bins``), so one page bins ages one way in its composition and its subgroups.
+AGE_BINS: tuple[float, ...] = (0.0, 40.0, 60.0, 80.0, 120.0)
 
 
-def age_bin(age: Any) -> str:
-    """``"40-59"``, ``"80+"``, or ``"unknown"`` for a missing or non-numeric age."""
+def age_bin(age: Any, edges: tuple[float, ...] | list[float] = AGE_BINS) -> str:
+    """``"40-59"`` for [40, 60) (the subgroup analysis's names), ``"120+"`` at or past the last edge (a
+    composition table counts every image), ``"unknown"`` for a missing or non-numeric age."""
     try:
         a = float(age)
     except (TypeError, ValueError):
         return "unknown"
     if not np.isfinite(a):
         return "unknown"
-    edges = [*AGE_BINS, np.inf]
+    edges = [float(e) for e in edges]
     for lo, hi in zip(edges, edges[1:], strict=False):
         if lo <= a < hi:
-            return f"{lo}+" if not np.isfinite(hi) else f"{lo}-{int(hi) - 1}"
-    return "unknown"
+            return f"{int(lo)}-{int(hi) - 1}" if lo.is_integer() and hi.is_integer() else f"[{lo:g}, {hi:g})"
+    return f"{edges[-1]:g}+" if a >= edges[-1] else f"<{edges[0]:g}"
 
 
 def shares(values: Any) -> dict[str, float]:
@@ -56,11 +58,13 @@ def shares(values: Any) -> dict[str, float]:
     return {str(cats[i]): float(counts[i] / len(v)) for i in order}
 
 
-def composition(run: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
+def composition(run: Mapping[str, Any], target: Mapping[str, Any],
+                age_bins: tuple[float, ...] | list[float] = AGE_BINS) -> dict[str, dict[str, list[float]]]:
     """``{factor: {category: [run share, target share]}}`` for the factors both sides give.
 
     Args:
         run, target: factor name -> one value per image (``view``, ``sex``, ``age`` -> binned).
+        age_bins: the age bin edges (the subgroup analysis's, so both tables of a page name the same bins).
     """
     out: dict[str, dict[str, list[float]]] = {}
     for factor in run:
@@ -68,7 +72,7 @@ def composition(run: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, 
             continue
         a, b = run[factor], target[factor]
         if factor == "age":
-            a, b = [age_bin(x) for x in a], [age_bin(x) for x in b]
+            a, b = [age_bin(x, age_bins) for x in a], [age_bin(x, age_bins) for x in b]
         sa, sb = shares(a), shares(b)
         cats = list(dict.fromkeys([*sa, *sb]))
         out[factor] = {c: [sa.get(c, 0.0), sb.get(c, 0.0)] for c in cats}

@@ -37,7 +37,7 @@ from cxrlab.evaluate import shift
 from cxrlab.evaluate.evaluate import split_prediction_table
 from cxrlab.evaluate.records import DuplicateResult, ExternalResult, SubgroupResult, fresh
 from cxrlab.progress import progress, say
-from cxrlab.report.external_report import render_external
+from cxrlab.report.external_report import render_external, subgroups_skipped
 from cxrlab.run import ModelRecord, RunFolder, prediction_table
 from cxrlab.runio import atomic_write
 from cxrlab.workflows.common import (
@@ -273,13 +273,14 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
     fit = shift.patient_slice(groups, recalibrate_fraction, seed) if recalibrate_fraction > 0 else None
     labels: dict[str, Any] = {}
     for j, m in enumerate(matches):
-        entry: dict[str, Any] = {**m.to_dict(), "run_prevalence": shift.prevalence(run_y[:, j])}
+        # the run's own test AUC for every label, evaluable here or not: what the target could not check
+        entry: dict[str, Any] = {**m.to_dict(), "run_prevalence": shift.prevalence(run_y[:, j]),
+                                 "run_auc": shift.auc_with_ci(run_y[:, j], run_p[:, j], run_groups, n_boot, seed + j)}
         entry.pop("target_columns", None)
         if m.evaluable:
             thr = float(rec.thresholds.get(m.model_label, 0.5))
             t = shift.transported(y[:, j], probs[:, j], thr, groups, n_boot, seed + j)
             entry.update(n=t["n"], positives=t["positives"], prevalence=t["prevalence"], auc=t["auc"],
-                         run_auc=shift.auc_with_ci(run_y[:, j], run_p[:, j], run_groups, n_boot, seed + j),
                          transported={"threshold": thr, "predicted_positive": t["predicted_positive"],
                                       "operating_point": t["operating_point"]})
             if fit is not None:
@@ -309,18 +310,34 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
         "macro_auc": shift.macro_with_ci(y[:, both], probs[:, both], groups, n_boot, seed),
         "run_macro_auc": shift.macro_with_ci(run_y[:, both], run_p[:, both], run_groups, n_boot, seed),
         "macro_labels": [rec.labels[j] for j in both],
-        "composition": shift.composition(run_factors, _factors(frame)), "ood": ood, "recalibration": recal,
+        "composition": shift.composition(run_factors, _factors(frame), _age_bins()), "ood": ood, "recalibration": recal,
         "n_boot": n_boot, "duplicates": None if dups is None else dups.to_dict(), "duplicate_note": dup_note,
         "duplicates_excluded": excluded})
     run.write_json(files["result"], result.to_dict())
-    evaluable = [m.model_label for m in matches if m.evaluable]
-    sub = _subgroups(run, rec, frame, y[:, cols], probs[:, cols], evaluable, groups, by, files, str(root),
-                     n_boot, seed)
-    if sub_note:
-        say(sub_note)
-    figures = {lab: _figure(run, files, lab) for lab in evaluable}
-    render_external(result, files["report"], sub, sub_note, {k: v for k, v in figures.items() if v.is_file()})
+    # a label of one class among the scored images has no AUC or rate in any group: left out, one line says so
+    grouped = [j for j in cols if shift.has_both(y[:, j])]
+    one_class = [rec.labels[j] for j in cols if j not in grouped]
+    skipped = subgroups_skipped(result, one_class) if by else ""
+    if by and not grouped:
+        by, sub_note, skipped = [], subgroups_skipped(result, one_class, every=True), ""
+    for j in set(cols) - set(grouped):  # a stale forest plot of an earlier evaluation goes too
+        _figure(run, files, rec.labels[j]).unlink(missing_ok=True)
+    sub = _subgroups(run, rec, frame, y[:, grouped], probs[:, grouped], [rec.labels[j] for j in grouped], groups,
+                     by, files, str(root), n_boot, seed)
+    for line in (sub_note, skipped):
+        if line:
+            say(line)
+    figures = {lab: _figure(run, files, lab) for lab in (m.model_label for m in matches if m.evaluable)}
+    render_external(result, files["report"], sub, sub_note, {k: v for k, v in figures.items() if v.is_file()},
+                    sub_skipped=skipped)
     return result
+
+
+def _age_bins() -> tuple[float, ...]:
+    """The subgroup analysis's default age bins: the composition table bins ages the same way."""
+    from cxrlab.workflows.subgroups import DEFAULT_AGE_BINS
+
+    return tuple(DEFAULT_AGE_BINS)
 
 
 def _check_by(subgroups: list[str] | None) -> list[str] | None:
