@@ -42,6 +42,15 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
 _wrote = show.wrote
 
 
+def _out_folder(out: Path) -> Path:
+    """``--out`` of demo and phantom: a folder (made if missing); a file there, or above it, is one line."""
+    there = next((p for p in (out, *out.parents) if p.exists()), None)
+    if there is not None and not there.is_dir():
+        raise CxrlabError(f"--out {out}: {'is' if there == out else f'{there} is'} a file; give a folder "
+                          "(made if missing)")
+    return out
+
+
 def _runs_exist(value: Path | list[Path] | None) -> Path | list[Path] | None:
     """Callback of every RUN argument: a folder that does not exist is one line, "no such run folder: X"."""
     if value:
@@ -78,19 +87,24 @@ def demo(
     from cxrlab.workflows.demo import run_demo
     from cxrlab.workflows.outputs import outputs
 
+    _out_folder(out)
     with outputs() as written:
         summary = run_demo(out, n=n, size=size, seed=seed, overrides=overrides or [])
     show.run_summary(summary)
     console.print(f"wall time {summary['wall_seconds']:.0f} s")
     _wrote(written.shown())
     console.print(f"report:  [bold]{summary['report']}[/bold]")
+    run = Path(summary["report"]).parent
+    console.print(f"next:    cxrlab audit {run}  (where the model looks; the phantom has lung masks)\n"
+                  f"         cxrlab subgroups {run}, cxrlab serve {run}, cxrlab evaluate {run} --on SOURCE "
+                  "--root DIR", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def phantom(
     out: Annotated[Path, typer.Option(help="Target folder.")],
-    kind: Annotated[str, typer.Option(help="Layout: nih14 | chexpert | kermany | cxr5 | tbx11k | mimic | padchest | vindr | rsna | siim | nlmtb (n per set).")] = "nih14",
-    n: Annotated[int, typer.Option(help="Number of images (studies for chexpert).")] = 1000,
+    kind: Annotated[str, typer.Option(help="Layout: nih14 | chexpert | kermany | cxr5 | tbx11k | mimic | padchest | vindr | rsna | siim | nlmtb (the real dataset whose files it imitates).")] = "nih14",
+    n: Annotated[int, typer.Option(help="Number of images (studies for chexpert and mimic; for nlmtb, images in each of its two sets, Shenzhen and Montgomery).")] = 1000,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
     subtle: Annotated[bool, typer.Option(help="nih14: small, faint nodules (lost at low resolution).")] = False,
@@ -137,6 +151,7 @@ def phantom(
         if kind != "nih14":
             raise CxrlabError(f"--subgroup-gap applies to --kind nih14 only, not {kind}")
         opts["subgroup_gap"] = SubgroupGap.parse(subgroup_gap)
+    _out_folder(out)
     ps = write_phantom_dataset(kind, out, n=n, size=size, seed=seed, workers=workers or None, **opts)
     console.print(f"wrote a {kind} phantom ({n}) to {ps.root}\nread it with data.source={ps.source} "
                   f"data.root={ps.root}")
@@ -144,7 +159,7 @@ def phantom(
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe (required; see recipes/).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML recipe, e.g. recipes/phantom_simple_cnn.yaml (see recipes/); key=value pairs then override it.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-3")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
@@ -157,9 +172,6 @@ def train(
     from cxrlab.locks import FolderLock
     from cxrlab.workflows.outputs import outputs
 
-    if config is None:
-        raise CxrlabError("train needs --config RECIPE (e.g. recipes/phantom_simple_cnn.yaml); "
-                          "key=value pairs then override it")
     cfg = load_config(config, overrides or [])
     # the run folder's lock before torch is imported: a second trainer on this name is refused in
     # well under a second (run_experiment takes the same lock again, re-entrantly)
@@ -227,15 +239,20 @@ def evaluate(
 ) -> None:
     """AUCs with 95% CIs, thresholds from validation, sensitivity/specificity (binary: PPV, NPV, confusion).
 
-    With --on SOURCE --root DIR: the run on another dataset (external validation: label map, prevalence
-    and composition shift, transported and recalibrated results; docs/external.md)."""
+    With --on SOURCE --root DIR: the run on another dataset (external validation: label map, prevalence and composition shift, transported and recalibrated results; docs/external.md).
+    """
     from cxrlab.workflows import evaluate_run
     from cxrlab.workflows.common import run_record
     from cxrlab.workflows.outputs import outputs, save_json
 
     if on is not None or root is not None:
         from cxrlab.report import present
-        from cxrlab.report.external_report import duplicate_line
+        from cxrlab.report.external_report import (
+            duplicate_line,
+            label_line,
+            scored_hint,
+            view_warning,
+        )
         from cxrlab.workflows.external import evaluate_external, parse_options
 
         if on is None or root is None:
@@ -248,13 +265,14 @@ def evaluate(
             if json_out:
                 save_json(json_out, result.to_dict())
         for lab in result.labels.values():
-            where = f"{lab.target_column} ({lab.kind})" if lab.evaluable else "not evaluable"
-            console.print(f"{lab.model_label} -> {where}: AUC {present.ci(lab.auc)} (run test "
-                          f"{present.ci(lab.run_auc)})", highlight=False)
+            console.print(label_line(lab, result.n_images), highlight=False)
         console.print(f"macro AUC on {on} over {', '.join(result.macro_labels) or 'no label'} (both classes on both "
                       f"sides): {present.ci(result.macro_auc)} vs {present.ci(result.run_macro_auc)} on the run's test "
                       f"split ({result.n_images} images scored)", highlight=False)
         console.print(duplicate_line(result), highlight=False)
+        for warning in (scored_hint(result), view_warning(result)):
+            if warning:
+                console.print(f"warning: {warning}", highlight=False)
         _wrote(written.shown())
         return
     with outputs() as written:  # evaluation, re-chosen thresholds (where validation allows), figures, report
@@ -273,8 +291,10 @@ def compare(
     out: Annotated[Path | None, typer.Option(help="The HTML page (default RUN_A/compare.html).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the macro-AUC difference.")] = 1000,
 ) -> None:
-    """DeLong test per label (Holm-adjusted), paired bootstrap of the macro-AUC difference; an HTML page
-    with overlaid ROC curves and a forest plot of the differences."""
+    """DeLong test per label (Holm-adjusted), paired bootstrap of the macro-AUC difference, an HTML page.
+
+    The page has overlaid ROC curves and a forest plot of the differences (RUN_A/compare.html unless --out).
+    """
     from cxrlab.workflows import compare_runs
     from cxrlab.workflows.evaluate import compare_page
     from cxrlab.workflows.outputs import outputs, save_json
@@ -340,13 +360,15 @@ def audit(
     masks: Annotated[Path | None, typer.Option(help="Lung/heart masks: a PNG folder, a CheXmask CSV or a COCO RLE "
                                                     "JSON; default DATA_ROOT/masks (a phantom written with --masks).")] = None,
     method: Annotated[str, typer.Option(help="gradcam | layergradcam | gradcam++ | saliency")] = "gradcam",
-    level: Annotated[str, typer.Option(help="IoU threshold chosen on validation: otsu | best.")] = "otsu",
+    level: Annotated[str, typer.Option(help="Where a CAM is cut into a region for the mIoU, chosen on the validation split (never on test): otsu (Otsu's threshold of the validation CAMs) | best (the level of the best validation mIoU).")] = "otsu",
     n_boot: Annotated[int, typer.Option(help="Patient-bootstrap resamples for the CIs.")] = 1000,
     sanity: Annotated[int, typer.Option(help="Images for the randomisation and deletion checks (0: skip).")] = 64,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result here.")] = None,
 ) -> None:
-    """Where the model looks: CAM energy inside the lungs per label vs baselines, pointing game and mIoU
-    on boxes, randomisation and deletion checks, shortcut suspects (docs/audit.md)."""
+    """Where the model looks: CAM energy in the lungs vs chance, shortcut suspects (docs/audit.md).
+
+    Also the pointing game and mIoU on boxes, and randomisation and deletion checks of the maps.
+    """
     from cxrlab.report import present
     from cxrlab.workflows.audit import audit_run
     from cxrlab.workflows.outputs import outputs, save_json
@@ -396,8 +418,10 @@ def subgroups(
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
     intersections: Annotated[bool, typer.Option(help="Also every two-way intersection.")] = True,
 ) -> None:
-    """Per patient group: AUC, TPR/FPR/PPV at the run's validation thresholds with CIs, gaps to the rest and
-    the median group, the worst group per label; RUN/subgroups.json, forest plots, a report section."""
+    """Per patient group: AUC, TPR/FPR/PPV with CIs at the run's thresholds, gaps, the worst group per label.
+
+    Gaps to the rest and to the median group (docs/subgroups.md); writes RUN/subgroups.json, forest plots and a report section.
+    """
     from cxrlab.report import present
     from cxrlab.workflows.outputs import outputs
     from cxrlab.workflows.subgroups import subgroups_run

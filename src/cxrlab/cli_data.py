@@ -49,8 +49,10 @@ def data_summary(source: Annotated[str | None, typer.Option("--source", "-s", he
                  run: Annotated[Path | None, typer.Option(help="A run folder: show the split it trained on (split.json).")] = None,
                  json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON.")] = None,
                  seed: Annotated[int, typer.Option(help="Seed for splits made by cxrlab.")] = 0) -> None:
-    """Images, patients, positives and prevalence per split, and patient overlap (like Wollek et al. 2023,
-    Table 1); of a dataset (--source, --root) or of a run's own split (--run)."""
+    """Images, patients, positives and prevalence per split, and patient overlap (Wollek et al. 2023, Table 1).
+
+    Of a dataset (--source, --root) or of a run's own split (--run).
+    """
     from cxrlab.data.summary import summarize
     from cxrlab.workflows.outputs import save_json
 

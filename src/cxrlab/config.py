@@ -294,7 +294,8 @@ def _format_error(err: ValidationError, origin: str) -> str:
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        near = _closest_key(first["loc"])
+        msg = "unknown key" + (f"; did you mean {near}?" if near else "")
     if first["type"] == "value_error":  # our own validators' text, without pydantic's "Value error, "
         msg = str(first.get("ctx", {}).get("error", msg))
         if key == "<root>":  # a check across sections names its keys itself
@@ -303,6 +304,39 @@ def _format_error(err: ValidationError, origin: str) -> str:
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     shown = "" if first["type"] in ("extra_forbidden", "value_error") or isinstance(got, dict) else f" (got {got!r})"
     return f"{origin}: {key}: {msg}{shown}{more}"
+
+
+def _closest_key(loc: tuple[Any, ...]) -> str | None:
+    """The known key nearest an unknown one (``train.epoch`` -> ``train.epochs``), by spelling; None if none is near.
+
+    Walks ``loc`` down the config's sections (list items keep their section), so the suggestion is a key
+    of the same section, spelled out whole.
+    """
+    import difflib
+    import typing
+
+    def section(annotation: Any) -> type[BaseModel] | None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        return next((m for a in typing.get_args(annotation) if (m := section(a)) is not None), None)
+
+    model: type[BaseModel] | None = ExperimentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of sections (data.sources.0)
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = section(field.annotation) if field is not None else None
+        if model is None:
+            return None
+    near = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    if near:
+        return ".".join([*(str(p) for p in loc[:-1]), near[0]])
+    if len(loc) == 1:  # a section's key at the top (epochs=3): the section's key it names
+        inner = {f"{name}.{k}": k for name, f in ExperimentConfig.model_fields.items()
+                 if (sub := section(f.annotation)) is not None for k in sub.model_fields}
+        near = difflib.get_close_matches(str(loc[0]), list(inner.values()), n=1, cutoff=0.8)
+        return next((dotted for dotted, k in inner.items() if near and k == near[0]), None)
+    return None
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -387,7 +387,7 @@ def _forms(name: str) -> Iterator[str]:
 # --- readers ----------------------------------------------------------------------------------
 
 
-def read_masks(spec: str | Path, image_ids: list[str] | None = None) -> MaskSet:
+def read_masks(spec: str | Path, image_ids: list[str] | None = None, scored: str | None = None) -> MaskSet:
     """Read masks from a PNG folder, a CheXmask-style CSV or a COCO RLE JSON (see the module doc).
 
     Args:
@@ -395,6 +395,9 @@ def read_masks(spec: str | Path, image_ids: list[str] | None = None) -> MaskSet:
         image_ids: the images masks are wanted for (a split's ``image`` column); masks of
             other images are left out and counted (one warning line), and the set's ids are
             these ids.  None keeps every mask under its own name.
+        scored: what ``image_ids`` are, for the warning (e.g. ``"the test split"``): masks of other
+            images are then "not among the N images scored (the test split)", not "not an image of
+            the set" (they are images of the dataset, only not scored).
 
     Raises:
         CxrlabError: one line: a missing or unknown spec, a broken code, a mask file that is
@@ -423,17 +426,18 @@ def read_masks(spec: str | Path, image_ids: list[str] | None = None) -> MaskSet:
         raw = _read_coco_json(path)
     else:
         raise CxrlabError(f"{path}: unknown mask format (expected a folder of PNG masks, a .csv or a .json)")
-    return _collect(raw, str(path), image_ids)
+    return _collect(raw, str(path), image_ids, scored)
 
 
 Raw = Iterator[tuple[str, str, Any]]  # (mask's image name, structure, callable -> _Mask | None)
 
 
-def _collect(raw: Raw, source: str, image_ids: list[str] | None) -> MaskSet:
+def _collect(raw: Raw, source: str, image_ids: list[str] | None, scored: str | None = None) -> MaskSet:
     out = MaskSet(source=source)
     names = _Names(image_ids) if image_ids is not None else None
     left: dict[str, int] = {}
     example: dict[str, str] = {}
+    other_images: set[str] = set()  # the warning counts images; ``left_out`` counts mask files
     total = 0
 
     def leave(reason: str, what: str) -> None:
@@ -445,6 +449,7 @@ def _collect(raw: Raw, source: str, image_ids: list[str] | None) -> MaskSet:
         key = name if names is None else names.find(name)
         if key is None:
             leave("not an image of the set", name)
+            other_images.add(name)
             continue
         m = load()
         if m.empty():
@@ -463,6 +468,12 @@ def _collect(raw: Raw, source: str, image_ids: list[str] | None) -> MaskSet:
     if not total:
         raise CxrlabError(f"{source}: no masks found")
     for reason, n in left.items():
+        if reason == "not an image of the set":  # one line per image, whatever its number of structures
+            why = (f"not among the {len(image_ids or [])} images scored ({scored})" if scored is not None
+                   else reason)
+            log.warning("%s: masks of %d image(s) left out: %s (e.g. %s)", source, len(other_images), why,
+                        example[reason])
+            continue
         log.warning("%s: %d mask(s) left out: %s (e.g. %s)", source, n, reason, example[reason])
     out.left_out = left
     return out

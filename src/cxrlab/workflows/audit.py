@@ -51,6 +51,48 @@ def default_masks(root: str | Path) -> Path | None:
     return p if p.is_dir() else None
 
 
+def phantom_masks_command(root: str | Path) -> tuple[str, Path] | None:
+    """The ``cxrlab phantom ... --masks`` command that writes the phantom at ``root`` again with its masks,
+    and the ``--masks`` folder it writes.
+
+    A phantom is a function of its ``phantom.json`` (kind, n, size, seed and the planted options), and its
+    masks do not change its images, so this command writes the same images beside matching masks (into
+    ``ROOT-masks``, leaving the run's data as it is).  None when ``root`` is no phantom, or one whose kind
+    writes no masks or whose options the command line cannot repeat.
+    """
+    import json
+
+    root = Path(root)
+    meta_path = next((p for p in (root / "phantom.json", root.parent / "phantom.json") if p.is_file()), None)
+    if meta_path is None:
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("generator") != "cxrlab.phantom":
+        return None
+    kind = {None: "nih14", "kermany": "kermany", "cxr5-npz": "cxr5"}.get(meta.get("layout"), "")
+    if not kind or not all(isinstance(meta.get(k), int) for k in ("n", "size", "seed")):
+        return None
+    folder = meta_path.parent
+    args = [f"--out {str(folder).rstrip('/')}-masks"] + ([f"--kind {kind}"] if kind != "nih14" else [])
+    args += [f"--n {meta['n']}", f"--size {meta['size']}", f"--seed {meta['seed']}"]
+    if meta.get("subtle"):
+        args.append("--subtle")
+    site, cut, gap = meta.get("site"), meta.get("shortcut"), meta.get("subgroup_gap")
+    try:
+        if site:
+            args.append(f"--site {site['name']}")
+        if cut:
+            args.append(f"--shortcut {cut['label']}:{cut['positive_rate']}:{cut['negative_rate']}")
+        if gap:
+            args.append(f"--subgroup-gap {gap['attribute']}={gap['value']}:{gap['factor']}")
+    except (KeyError, TypeError):
+        return None
+    return "cxrlab phantom " + " ".join([*args, "--masks"]), Path(f"{str(folder).rstrip('/')}-masks") / "masks"
+
+
 def _lungs(masks: Any, tid: str, geom: Any) -> np.ndarray | None:
     """The lung mask of a test image in model pixels (``lungs``, or the union of both lungs)."""
     return masks.in_model(tid, "lungs", geom)
@@ -86,11 +128,15 @@ def audit_run(run_dir: str | Path, masks: str | Path | None = None, method: str 
     test = run_split(run, cfg, manifest, "test")
     spec = masks if masks is not None else default_masks(cfg.data.root)
     if spec is None:
+        write = phantom_masks_command(cfg.data.root)
         raise CxrlabError(f"{cfg.data.root}: no masks given and the dataset has no masks/ folder; pass --masks "
-                          "SPEC (a folder of PNG masks, a CheXmask CSV or a COCO RLE JSON)")
+                          "SPEC (a folder of PNG masks, a CheXmask CSV or a COCO RLE JSON)"
+                          + (f"; for this phantom, `{write[0]}` writes the same images with matching masks, "
+                             f"then pass --masks {write[1]}" if write else ""))
     spec = str(spec)
     test_ids = test["image"].tolist()
-    maskset = read_masks(spec, test_ids)  # masks of other images: left out and counted (one line)
+    # masks of other images: left out and counted (one line)
+    maskset = read_masks(spec, test_ids, scored="the test split")
     of_test = {tid: tid for tid in maskset.ids()}
     geometry = geometries(manifest.root, list(of_test), rec.preprocess)
     lung_model: dict[str, np.ndarray] = {}

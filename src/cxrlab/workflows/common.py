@@ -67,7 +67,15 @@ def run_folder(path: str | Path) -> RunFolder:
 
     path = Path(path)
     if path.is_dir():
-        return RunFolder(path)
+        run = RunFolder(path)
+        if not run.model_json.is_file():  # a folder that holds runs (cxrlab-demo, runs/): name them
+            inside = sorted({str(m.parent) for pattern in ("*/model.json", "*/*/model.json")
+                             for m in path.glob(pattern)})
+            if inside:
+                more = f" and {len(inside) - 5} more" if len(inside) > 5 else ""
+                raise CxrlabError(f"{path}: not a cxrlab run folder (model.json missing); the runs under it: "
+                                  f"{', '.join(inside[:5])}{more}")
+        return run
     if path.exists():
         raise CxrlabError(f"{path}: not a run folder (a file; RUN is the folder, e.g. runs/NAME)")
     parent = path.parent if path.parent.is_dir() else None

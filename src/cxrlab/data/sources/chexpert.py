@@ -96,7 +96,10 @@ def chexpert(root: str, labels: list[str] | None = None, options: dict | None = 
     for name, split in (("train.csv", ""), ("valid.csv", "test")):
         p = base / name
         if not p.is_file():
-            raise CxrlabError(f"{base}: {name} not found")
+            # a root one level too high (the folder that holds CheXpert-v1.0-small/): name the subfolder
+            inner = sorted(d for d in base.iterdir() if (d / name).is_file())
+            hint = f"; {inner[0]} has it: use that folder as the root" if inner else ""
+            raise CxrlabError(f"{base}: {name} not found{hint}")
         f = read_chexpert_csv(p, labels)
         f["split"] = "train" if split == "" else split
         frames.append(f)
