@@ -186,7 +186,8 @@ def test_calibration_is_one_panel_per_label_with_counts(runs, capture, tmp_path)
     assert len(fig.axes) == 2 * len(labels)  # each with its images-per-bin strip
     for ax, lab in zip(titled, labels, strict=True):
         assert f"n {sum(curves[lab]['count'])}" in ax.get_title()
-        assert sorted(t.get_text() for t in ax.texts) == sorted(map(str, curves[lab]["count"]))
+        strip = fig.axes[fig.axes.index(ax) + 1]  # the counts sit on the bars below the panel, not by the points
+        assert sorted(t.get_text() for t in strip.texts) == sorted(map(str, curves[lab]["count"]))
 
 
 # --- predict ---------------------------------------------------------------------------------------------

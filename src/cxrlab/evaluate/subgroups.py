@@ -54,6 +54,10 @@ MIN_COUNT = 30
 #: The value of a missing attribute (blank sex, unknown age, no view).
 UNKNOWN = "unknown"
 
+#: AUCs closer than this are tied: the pages write 3 places, and a "worst" group whose AUC or gap
+#: to the rest prints as the others' (``+0.000``, p = 1) is not worse.
+TIE = 5e-4
+
 
 def age_groups(ages: np.ndarray, edges: list[float], origin: str = "age") -> np.ndarray:
     """Ages as bin names (``40-59`` for the bin [40, 60)); a missing age is :data:`UNKNOWN`.
@@ -197,6 +201,18 @@ def _nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
 
 # ---- the analysis ----------------------------------------------------------------------
 
+def _worst(aucs: list[tuple[float, int]], auc: tuple[np.ndarray, np.ndarray], names: list[str]) -> str | None:
+    """The ranked group with the lowest AUC; None with fewer than two, or when the groups tie (within
+    :data:`TIE` of each other, or the lowest one's gap to the rest rounds to zero)."""
+    if len(aucs) < 2:
+        return None
+    low, g = min(aucs)
+    gap = float(auc[0][0, g] - auc[1][0, g])
+    if max(a for a, _ in aucs) - low < TIE or (math.isfinite(gap) and abs(gap) < TIE):
+        return None
+    return names[g]
+
+
 def _partition(attributes: dict[str, np.ndarray], combos: list[tuple[str, ...]]
                ) -> tuple[np.ndarray, int, list[np.ndarray], list[list[str]], list[np.ndarray]]:
     """Cells (one per combination of every attribute present), and per grouping its (G, C) matrix, group
@@ -303,9 +319,8 @@ def subgroup_analysis(y: np.ndarray, probs: np.ndarray, labels: list[str], thres
                                                 _p(d))
                 per.setdefault((j, g), {})[lab] = GroupLabel(counts[g][0], counts[g][1], g not in ranked, metrics,
                                                              vs_rest, vs_median)
-            aucs = [(float(point["auc"][0][0, g]), group_names[j][g]) for g in ranked
-                    if math.isfinite(point["auc"][0][0, g])]
-            worst[j][lab] = min(aucs)[1] if len(aucs) >= 2 else None
+            aucs = [(float(point["auc"][0][0, g]), g) for g in ranked if math.isfinite(point["auc"][0][0, g])]
+            worst[j][lab] = _worst(aucs, point["auc"], group_names[j])
     groupings = {}
     for j, combo in enumerate(combos):
         of = image_groups[j]

@@ -47,7 +47,7 @@ def calibration_table(ev: Evaluation) -> str:
     rows = []
     for lab, b in eff.before.items():
         a = eff.after.get(lab, b)
-        rows.append([lab, b.n, *(f"{present.value(getattr(b, k))} &rarr; {present.value(getattr(a, k))}"
+        rows.append([lab, b.n, *(f"{present.value(getattr(b, k))} → {present.value(getattr(a, k))}"
                                  for k in ("brier", "slope", "intercept", "ece_width", "ece_mass"))])
     what = (f"fitted on validation: {eff.summary}" if eff.method != "none"
             else "none fitted (evaluate.calibration: none, or a run from before cxrlab fitted one)")
@@ -96,8 +96,8 @@ def multilabel_section(ev: Evaluation, run: RunFolder) -> str:
             + _figures(run, [("roc", "ROC curves", "Red dot: the decisions at the validation-chosen threshold."),
                              ("pr", "precision-recall curves", "Dotted: the prevalence (a random model's AP)."),
                              ("reliability", "calibration",
-                              "One panel per label: observed rate against mean probability per bin, the "
-                              "images in each bin next to its point and below.")]))
+                              "One panel per label: observed rate against mean probability per bin; below, "
+                              "the test images per bin (one scale in every panel).")]))
 
 
 def _confusion_table(op: OperatingPoint, label: str) -> str:

@@ -124,13 +124,25 @@ def _ece(c: dict[str, list[float]]) -> float:
     return float((n * gap).sum() / n.sum()) if len(n) and n.sum() else float("nan")
 
 
+def _bin_centres(confidence: list[float], bins: int) -> np.ndarray:
+    """The centre of the equal-width bin each point's mean probability lies in (a bin's mean lies in the bin).
+
+    Why: a bar drawn at the mean, 0.08 wide, overlapped its neighbour when two bins' means were close.
+    """
+    idx = np.clip(np.floor(np.asarray(confidence, float) * bins), 0, bins - 1)
+    return (idx + 0.5) / bins
+
+
 def reliability(curves: dict[str, dict[str, list[float]]], path: Path, title: str = "Calibration (test split)",
-                xlabel: str = "mean predicted probability", ylabel: str = "observed frequency") -> Path:
+                xlabel: str = "mean predicted probability", ylabel: str = "observed frequency",
+                bins: int = 10) -> Path:
     """Reliability diagrams as small multiples: per label its curve, its images per bin, n and ECE.
 
-    One panel per label (several curves on one axis hide each other); below each, the images
-    per bin (log scale when a few bins hold most images), and the count next to each point.
-    A curve with a ``before`` curve (the uncalibrated probabilities) draws it dashed in grey.
+    One panel per label (several curves on one axis hide each other); below each, the images per
+    equal-width bin with the count on the bar (next to the points the numbers hid them).  Every
+    count strip has the same scale: log when a few bins hold most images in any panel, so two
+    panels are never read on different scales.  A curve with a ``before`` curve (the uncalibrated
+    probabilities) draws it dashed in grey, and every such panel gives its ECE in the title.
     """
     n = max(len(curves), 1)
     cols = min(n, 3)
@@ -140,33 +152,41 @@ def reliability(curves: dict[str, dict[str, list[float]]], path: Path, title: st
     fig = plt.figure(figsize=(w, h))
     outer = fig.add_gridspec(rows, cols, left=0.75 / w, right=1 - 0.3 / w, bottom=0.55 / h, top=1 - 0.75 / h,
                              wspace=0.3, hspace=0.32)
+    all_counts = [[int(v) for v in c.get("count", [])] for c in curves.values()]
+    log = any(cs and min(cs) > 0 and max(cs) > 20 * min(cs) for cs in all_counts)  # keep the small bins visible
     for i, (lab, c) in enumerate(curves.items()):
         r, k = divmod(i, cols)
         inner = outer[r, k].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.1)
         ax = fig.add_subplot(inner[0])
         cnt = fig.add_subplot(inner[1], sharex=ax)
-        counts = [int(v) for v in c.get("count", [])]
+        counts = all_counts[i]
         ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="perfect")
         before = c.get("before")  # the model's own probabilities, beside the calibrated ones
         if before:
             ax.plot(before["confidence"], before["observed"], "s--", ms=3, lw=1, color="gray", alpha=0.8,
-                    label=f"before calibration (ECE {present.value(_ece(before))})")
+                    label="before calibration")
         ax.plot(c["confidence"], c["observed"], "o-", ms=3.5, lw=1.2, color="C0", label="observed")
-        for xi, yi, m in zip(c["confidence"], c["observed"], counts, strict=False):
-            ax.annotate(str(m), (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7, color="C0")
         ax.set_xlim(0, 1), ax.set_ylim(0, 1.05), ax.grid(alpha=0.3)
         ax.tick_params(labelbottom=False, labelsize=7)
-        ax.set_title(f"{lab}  (n {sum(counts)}, ECE {present.value(_ece(c))})", fontsize=9)
+        was = f"; before {present.value(_ece(before))}" if before else ""
+        ax.set_title(f"{lab}  (n {sum(counts)}, ECE {present.value(_ece(c))}{was})", fontsize=9)
         if k == 0:
             ax.set_ylabel(ylabel, fontsize=8)
             cnt.set_ylabel("images", fontsize=8)
         if i == 0:
             ax.legend(loc="upper left", fontsize=7)
-        cnt.bar(c["confidence"], counts, width=0.08, color="C0", alpha=0.8)
+        x = _bin_centres(c["confidence"], bins)
+        cnt.bar(x, counts, width=0.9 / bins, color="C0", alpha=0.8)
+        top = max(counts, default=1)
+        for xi, m in zip(x, counts, strict=False):
+            cnt.text(xi, m * (1.15 if log else 1) + (0 if log else 0.04 * top), str(m), ha="center", va="bottom",
+                     fontsize=6, color="C0")
         cnt.grid(alpha=0.3), cnt.tick_params(labelsize=7)
-        if counts and min(counts) > 0 and max(counts) > 20 * min(counts):  # keep the small bins visible
+        if log:
             cnt.set_yscale("log")
-            cnt.set_ylim(0.7, max(counts) * 1.5)
+            cnt.set_ylim(0.7, max(top, 1) * 12)
+        else:
+            cnt.set_ylim(0, max(top, 1) * 1.35)
         cnt.set_xlabel(xlabel, fontsize=8)
     fig.suptitle(title)
     return save(fig, path)

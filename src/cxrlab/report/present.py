@@ -30,7 +30,16 @@ def value(v: Any, digits: int = 3) -> str:
         return str(v)
     if isinstance(v, int):
         return str(v)
-    return f"{v:.{digits}f}" if finite(v) else NA
+    return _fixed(v, digits) if finite(v) else NA
+
+
+def _fixed(v: float, digits: int, signed: bool = False) -> str:
+    """``v`` to ``digits`` places; a value that rounds to zero never keeps a minus sign (``-0.000``
+    reads as a negative gap that is not there): ``0.000``, or ``+0.000`` when ``signed``."""
+    text = f"{v:{'+' if signed else ''}.{digits}f}"
+    if text.startswith("-") and not text.strip("-+0."):
+        text = ("+" if signed else "") + text[1:]
+    return text
 
 
 def interval(low: Any, high: Any, digits: int = 3, signed: bool = False) -> str:
@@ -53,7 +62,7 @@ def diff(v: Any, digits: int = 3) -> str:
     """A difference with its sign: ``+0.012``, ``-0.034``."""
     if isinstance(v, Estimate):
         v = v.value
-    return f"{v:+.{digits}f}" if finite(v) else NA
+    return _fixed(v, digits, signed=True) if finite(v) else NA
 
 
 def diff_ci(v: Any, low: Any = None, high: Any = None, digits: int = 3) -> str:
@@ -97,7 +106,7 @@ def p_text(p: Any, resolution: Any = None) -> str:
 
 def percent(share: Any, digits: int = 1) -> str:
     """A share as a percentage: ``12.5%``."""
-    return f"{100 * share:.{digits}f}%" if finite(share) else NA
+    return f"{_fixed(100 * share, digits)}%" if finite(share) else NA
 
 
 def count_share(count: Any, share: Any, digits: int = 1) -> str:

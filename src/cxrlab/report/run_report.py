@@ -108,11 +108,17 @@ def write_run_figures(run: RunFolder, cfg: ExperimentConfig, summary: RunSummary
             plots.cam_overlays(chosen, images, run.figure("cam_overlays"), method=loc.method, iou=loc.iou)
 
 
-def localization_origin(loc: Localization, result: str) -> str:
-    """Which boxes a localisation result scored and which file holds it (a paragraph)."""
-    source = loc.box_file or "the dataset's boxes"
-    said = matching_sentence(loc.matching, source) if loc.matching else f"boxes from {source}"
-    return f"<p>Result <code>{esc(result)}</code>; {esc(said)}.</p>"
+def localization_origin(loc: Localization, result: str, when: str = "") -> str:
+    """Which boxes a localisation result scored, on which split and how many, and which file holds it
+    (a paragraph; ``when``: how the result was made, e.g. "scored at the end of training")."""
+    if loc.matching:
+        said = matching_sentence(loc.matching, loc.box_file or "the dataset's box file")
+    else:
+        boxes = f"the boxes of {loc.box_file}" if loc.box_file else "the dataset's own boxes"
+        said = (f"scored on the test split: {present.value(loc.cases)} cases (a test image and one of its labels "
+                f"with a true box), against {boxes}")
+    made = f", {when}" if when else ""
+    return f"<p>{esc(said[:1].upper() + said[1:])}. Result in <code>{esc(result)}</code>{esc(made)}.</p>"
 
 
 def localization_section(loc: Localization | dict[str, Any], bars: Path, overlays: Path | None,
@@ -143,13 +149,20 @@ def uncertainty_section(u: Uncertainty, fig: Path) -> str:
             + figure(fig, "MC dropout std histogram"))
 
 
-def sources_section(predictions: Any, labels: list[str]) -> str:
-    """Test AUC per source and overall, for a run over several sources (``data.sources``); "" otherwise.
+#: The cell of a label a source does not have (its images are NaN there: never a number, never negatives).
+NOT_IN_SOURCE = "not in this source"
 
-    A label a source does not have is "not in source" there (its rows are NaN, never negatives);
-    the overall row scores every image that has the label.  Point estimates: the CIs of the
-    overall AUCs are in the classification section.
+
+def sources_section(evaluation: Evaluation, predictions: Any, labels: list[str]) -> str:
+    """Test AUC with its 95% CI per source and label, each source's macro AUC and the overall row,
+    for a run over several sources (``data.sources``); "" otherwise.
+
+    The CIs are the evaluation's (``evaluation.json["per_source"]``: each source's own patients
+    resampled); an evaluation from before they were recorded gets the point AUCs of the
+    predictions and a line saying how to add the CIs.
     """
+    if evaluation.per_source:
+        return _sources_with_ci(evaluation, labels)
     if predictions is None or "source" not in predictions.columns or predictions["source"].nunique() < 2:
         return ""
     from cxrlab.evaluate.metrics import roc_auc
@@ -159,16 +172,80 @@ def sources_section(predictions: Any, labels: list[str]) -> str:
         cells: list[Any] = [name, len(frame)]
         for lab in labels:
             y = frame[lab].to_numpy(dtype=float)
-            cells.append("not in source" if np.isnan(y).all() else
+            cells.append(NOT_IN_SOURCE if np.isnan(y).all() else
                          f"{present.value(roc_auc(y, frame[prob_column(lab)].to_numpy(dtype=float)))} "
                          f"({int(np.nansum(y == 1))}+)")
         return cells
 
     rows = [row(str(src), f) for src, f in predictions.groupby("source", sort=False)]
     rows.append(row("all sources", predictions))
-    return ("<p>Test AUC per source (positives in brackets); a label a source lacks is masked there "
-            "(no loss in training, not counted here).</p>"
+    return ("<p>Test AUC per source (positives in brackets); a label a source lacks (not in this source: "
+            "its images are masked, no loss in training) is not counted. Point estimates only: this "
+            "evaluation.json predates the per-source CIs; <code>cxrlab evaluate RUN</code> adds them.</p>"
             + table(["source", "images", *labels], rows))
+
+
+def _sources_with_ci(evaluation: Evaluation, labels: list[str]) -> str:
+    """The per-source table of :func:`sources_section` from the recorded per-source CIs."""
+    rows: list[list[Any]] = []
+    for name, r in evaluation.per_source.items():
+        cells: list[Any] = [name, r.n if r.patients is None else f"{r.n} ({r.patients})"]
+        for lab in labels:
+            if lab in r.per_label:
+                cells.append(f"{present.ci(r.per_label[lab])} ({present.value(r.positives.get(lab))}+)")
+            else:
+                cells.append(NOT_IN_SOURCE)
+        rows.append([*cells, present.ci(r.macro_auc)])
+    overall = [f"{present.ci(evaluation.per_label[lab].auc)} ({present.value(evaluation.per_label[lab].positives)}+)"
+               if lab in evaluation.per_label else "n/a" for lab in labels]
+    rows.append(["all sources", present.value(evaluation.n), *overall, present.ci(evaluation.macro_auc)])
+    bs = sorted({n for n in [evaluation.n_boot, *(r.n_boot for r in evaluation.per_source.values())] if n})
+    b = "/".join(map(str, bs)) or "n/a"
+    return (f"<p>Each cell: test AUC [95% CI, B={b}] (positives). Each source's CI resamples its own "
+            "patients; its macro AUC averages the labels it can score. A label a source lacks (its images "
+            f"are masked, no loss in training) reads &ldquo;{NOT_IN_SOURCE}&rdquo; "
+            "and is never counted; the last row scores every image that has the label.</p>"
+            + table(["source", "test images (patients)", *labels, f"macro AUC [95% CI, B={b}]"], rows))
+
+
+#: The page's abbreviations and terms of art, each spelled out once in the "Terms" note (why: a reader
+#: new to the field met ECE, AP, OOD, mIoU, Otsu and "pointing hit" with nothing on the page to say what
+#: they are).  (pattern in the page's text, term, meaning).
+TERMS = [
+    (r"\bAUC\b", "AUC", "area under the ROC curve: the chance that a random positive image scores above a "
+                        "random negative one (0.5: chance, 1: perfect ranking)"),
+    (r"\bAP\b", "AP", "average precision: the area under the precision-recall curve (a random model's AP is "
+                      "the prevalence)"),
+    (r"\bECE\b", "ECE", "expected calibration error: the mean gap between predicted probability and observed "
+                        "rate over probability bins, weighted by the images in each bin (0: calibrated)"),
+    (r"\bBrier\b", "Brier", "Brier score: the mean squared error of the probabilities (lower is better)"),
+    (r"\bTPR\b|\bFPR\b|\bPPV\b|\bNPV\b", "TPR, FPR, PPV, NPV",
+     "true-positive rate (sensitivity), false-positive rate (1 - specificity), positive and negative "
+     "predictive value, at the label's threshold"),
+    (r"\bOOD\b", "OOD", "out of distribution: an image unlike the training images (a Mahalanobis distance of "
+                        "its features above a threshold set on validation)"),
+    (r"\bIoU\b", "IoU", "intersection over union of a predicted and a true box (or region)"),
+    (r"\bmIoU\b", "mIoU", "mean IoU of the saliency map's region (the map at or above a level chosen on "
+                          "validation) with the true box or mask"),
+    (r"\b[Oo]tsu\b", "Otsu", "Otsu's threshold: the level that best splits the pooled validation maps' values "
+                            "into two classes (the audit's default level)"),
+    (r"pointing (?:hit|game)", "pointing hit", "the saliency map's maximum lies inside the true box or mask "
+                                              "(the pointing game)"),
+]
+
+
+def terms_section(sections: list[tuple[str, str]]) -> str:
+    """A short "Terms" note: the :data:`TERMS` the page's text uses, each in one line (HTML; "" for none)."""
+    import re
+
+    text = re.sub(r"<[^>]+>", " ", " ".join(f"{h} {b}" for h, b in sections))
+    text = re.sub(r"data:[^\s'\"]+", " ", text)
+    used = [(term, meaning) for pattern, term, meaning in TERMS if re.search(pattern, text)]
+    if re.search(r"= (?:AP|PA)\b|/ (?:AP|PA)\b|\b(?:AP|PA) /", text):  # a view in the subgroup tables, not a metric
+        used.append(("AP, PA (views)", "anteroposterior and posteroanterior projections of the chest"))
+    if not used:
+        return ""
+    return "<ul class='terms'>" + "".join(f"<li><b>{esc(t)}</b>: {esc(m)}.</li>" for t, m in used) + "</ul>"
 
 
 def _subtitle(summary: RunSummary | None, evaluation: Evaluation | None) -> str:
@@ -200,7 +277,8 @@ def render_report(run: RunFolder) -> Path:
                 ("Data and splits", data_section(raw_summary.get("data") or {}, labels, cfg.task, cfg.data.source))]
     if evaluation:
         sections.append(("Classification (test split)", classification_section(evaluation, cfg.task, run)))
-        per_source = sources_section(run.read_predictions() if run.has_predictions() else None, labels)
+        per_source = sources_section(evaluation, run.read_predictions() if run.has_predictions() else None,
+                                     labels)
         if per_source:
             sections.append(("Test results per source", per_source))
     sections.append(("Training", figure(run.figure("training_curves"), "training curves",
@@ -209,7 +287,9 @@ def render_report(run: RunFolder) -> Path:
     if loc:
         sections.append(("Localisation", localization_section(
             loc, run.figure("localization"), _overlays(run.figure("cam_overlays")),
-            localization_origin(loc, "summary.json (scored at the end of training)"))))
+            localization_origin(loc, "summary.json", "scored at the end of training"
+                                + (f" (the first {cfg.explain.max_images}: explain.max_images)"
+                                   if loc.cases >= cfg.explain.max_images else "")))))
     for key, path in run.localization_results().items():
         result = Localization.read(path, key)
         box_file = result.box_file
@@ -241,5 +321,8 @@ def render_report(run: RunFolder) -> Path:
                          "<p>Each panel: the label, its probability, whether the model predicts it at the "
                          "run's threshold, and the truth where the image is in the run's test or validation "
                          "split.</p>" + "".join(figure(p, p.stem) for p in shots[:24])))
+    terms = terms_section(sections)
+    if terms:
+        sections.append(("Terms", terms))
     return write_report(run.report_file, f"cxrlab run: {cfg.name}", sections,
                         subtitle=_subtitle(summary, evaluation))

@@ -51,6 +51,26 @@ def _group_columns(run: RunFolder, test: pd.DataFrame, by: list[str]) -> tuple[p
     return out[by], origin
 
 
+def _check_values(run: RunFolder, test: pd.DataFrame, attrs: dict[str, np.ndarray], origin: str) -> None:
+    """Refuse, before anything is written, an analysis in which no attribute has two values.
+
+    Why: ``--by site`` on a run without sites was one group "unknown"; the command exited 0 with an
+    empty worst-group table and overwrote the earlier ``subgroups.json`` and report section.  One
+    attribute of several with one value is not an error (the page lists it in one line).
+    """
+    values = {a: np.unique(v.astype(str)) for a, v in attrs.items()}
+    if any(len(v) >= 2 for v in values.values()):
+        return
+    n = len(test)
+    said = "; ".join(f"{a}: one value only (" + (f"all {n} test images '{v[0]}')" if len(v) else "no test images)")
+                     for a, v in values.items())
+    other = [c for c in ATTRIBUTES if c not in attrs and c in test.columns
+             and len(set(as_groups(test[c].to_numpy()))) >= 2]
+    hint = f"; try --by {','.join(other)} (two or more values each)" if other else ""
+    raise CxrlabError(f"{run.path} ({origin}): {said}: nothing to compare; {run.subgroups_file.name} and the "
+                      f"report left as they were{hint}")
+
+
 def subgroups_run(run_dir: str | Path, by: list[str] | tuple[str, ...] = DEFAULT_BY,
                   age_bins: list[float] | tuple[float, ...] = DEFAULT_AGE_BINS, n_boot: int = 1000, seed: int = 0,
                   intersections: bool = True) -> SubgroupResult:
@@ -86,6 +106,7 @@ def subgroups_run(run_dir: str | Path, by: list[str] | tuple[str, ...] = DEFAULT
             attrs[a] = age_groups(ages, list(age_bins), f"{origin}: age")
         else:
             attrs[a] = as_groups(columns[a].to_numpy())
+    _check_values(run, test, attrs, origin)
     y, p, patients = split_prediction_table(test, rec.labels)
     result = subgroup_analysis(y, p, rec.labels, rec.thresholds, attrs, patients, intersections=intersections,
                                n_boot=n_boot, seed=seed, threshold_rule=rec.threshold_rule,
