@@ -432,17 +432,17 @@ def subgroups(
         raise CxrlabError(f"--age-bins must be numbers separated by commas, got {age_bins!r}") from None
     with outputs() as written:
         r = subgroups_run(run, by.split(","), edges, n_boot=n_boot, seed=seed, intersections=intersections)
+    from cxrlab.report.subgroups_report import unranked_note, worst_rows
+
     t = Table(title=f"{run}: worst group per label (one-attribute groups, AUC; gap = group - rest)")
-    for col in ("label", "attribute", "worst group", "AUC [95% CI]", "gap [95% CI]", "p"):
+    for col in ("label", "worst group", "AUC [95% CI]", "gap [95% CI]", "p"):
         t.add_column(col)
-    for lab in r.labels:
-        for gr in r.groupings.values():
-            w = gr.worst.get(lab)
-            if len(gr.attributes) == 1 and w is not None:
-                gl = gr.groups[w].per_label[lab]
-                t.add_row(lab, gr.name, w, present.ci(gl.metrics["auc"]), present.diff_ci(gl.vs_rest["auc"].diff),
-                          present.pvalue(gl.vs_rest["auc"].p, r.p_resolution))
+    for row in worst_rows(r):  # the page's rows: "no gap" where the ranked groups tie
+        t.add_row(*row)
     console.print(t)
+    note = unranked_note(r)
+    if note:
+        console.print(note, highlight=False)
     _wrote(written.shown())
 
 

@@ -91,4 +91,4 @@ def test_box_file_result_names_its_file_counts_matches_and_keeps_the_dataset_res
     html = (boxed_run.path / "report.html").read_text()
     assert "Localisation (Grad-CAM, cxrlab localize): boxes of other boxes.csv" in html
     assert "localization_gradcam_other_boxes.json" in html and "localization_gradcam.json" in html
-    assert "the dataset&#x27;s boxes" in html and f"{len(in_test)} of {len(boxes)} matched" in html
+    assert "the dataset&#x27;s box" in html and f"{len(in_test)} of {len(boxes)} matched" in html

@@ -928,7 +928,8 @@ class Subgroup:
 class Grouping:
     """The groups of one attribute (``sex``) or of a two-way intersection (``sex x age``).
 
-    ``worst``: per label, the ranked group (not flagged) with the lowest AUC; None with fewer than two.
+    ``worst``: per label, the ranked group (not flagged) with the lowest AUC; None with fewer than two, or when
+    the ranked groups tie (:data:`cxrlab.evaluate.subgroups.TIE`: the page and the CLI say "no gap").
     """
 
     attributes: list[str]
