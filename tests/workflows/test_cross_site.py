@@ -218,3 +218,18 @@ def test_the_report_opens_in_headless_chromium_with_the_heat_map(planted, tmp_pa
     assert rows == 6  # one row per cell
     heat = [i for i in images if i[0].startswith("Across sites")]
     assert heat and all(ok and width > 400 for _, ok, width in heat), images
+
+
+def test_the_real_form_plans_each_site_with_its_own_columns_of_the_competition_labels(tmp_path):
+    roots = [f"{s}={tmp_path / s}" for s in SITES]
+    plan = plan_study("cross_site", root=roots, out=tmp_path / "studies")
+    cfg = {c.name: c.cfg for c in plan.cells}
+    nih, = cfg["train=nih"].data.sources
+    assert nih.root == str(tmp_path / "nih") and nih.source == "nih14"
+    assert nih.labels == ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion"]
+    chexpert, mimic = cfg["without=nih"].data.sources
+    assert chexpert.options == {"views": "frontal"} and mimic.source == "mimic"
+    assert set(chexpert.labels) == set(mimic.labels) == {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
+                                                         "Pleural Effusion"}
+    assert plan.root == " ".join(roots) and plan.sites["mimic"]["root"] == str(tmp_path / "mimic")
+    assert cfg["train=nih"].model.name == "densenet121" and cfg["train=nih"].data.image_size == 224  # the recipe
