@@ -114,6 +114,10 @@ def test_bad_input_is_one_line_naming_file_and_row(tree: Path, tmp_path: Path) -
     assert "\n" not in str(e.value)
     with pytest.raises(CxrlabError, match=rf"train-rle.csv:{k + 1}"):
         siim_masks(csv)
+    lines[k] = f"{uid}, "  # a blank code: neither a mask nor -1 (was a ValueError traceback)
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CxrlabError, match=rf"train-rle.csv:{k + 1} \({uid}\): EncodedPixels is empty"):
+        load_source("siim", str(root))
     csv.write_text("ImageId,Pixels\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(CxrlabError, match=r"train-rle.csv: missing columns \['EncodedPixels'\]"):
         load_source("siim", str(root))

@@ -115,8 +115,14 @@ def read_rle_csv(path: Path) -> pd.DataFrame:
     if missing:
         raise CxrlabError(f"{path}: missing columns {missing} (columns: {', '.join(map(repr, raw.columns))}); "
                           "expected ImageId and ' EncodedPixels'")
-    return pd.DataFrame({"image": raw[cols["ImageId"]].str.strip(), "rle": raw[cols["EncodedPixels"]].str.strip(),
-                         "line": np.arange(2, len(raw) + 2)})
+    table = pd.DataFrame({"image": raw[cols["ImageId"]].str.strip(), "rle": raw[cols["EncodedPixels"]].str.strip(),
+                          "line": np.arange(2, len(raw) + 2)})
+    blank = table[table["rle"] == ""]
+    if len(blank):  # neither a mask nor the competition's "-1" (no pneumothorax): say which, never guess
+        first = blank.iloc[0]
+        raise CxrlabError(f"{path}:{first['line']} ({first['image']}): EncodedPixels is empty ({len(blank)} such "
+                          f"rows); the competition writes {NONE} for an image without pneumothorax")
+    return table
 
 
 def dicom_index(root: Path) -> dict[str, Path]:
