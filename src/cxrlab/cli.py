@@ -422,7 +422,6 @@ def subgroups(
 
     Gaps to the rest and to the median group (docs/subgroups.md); writes RUN/subgroups.json, forest plots and a report section.
     """
-    from cxrlab.report import present
     from cxrlab.workflows.outputs import outputs
     from cxrlab.workflows.subgroups import subgroups_run
 
