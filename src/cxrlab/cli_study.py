@@ -17,8 +17,8 @@ study_app = typer.Typer(no_args_is_help=True, help="Studies: a grid of runs, one
 def study_run(
     study: Annotated[str, typer.Argument(help="Study file (YAML) or preset name (cxrlab study presets).")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every cell")] = None,
-    root: Annotated[list[str] | None, typer.Option(help="Dataset folder (sets data.root of every cell); a "
-                                                   "cross-site study: SITE=DIR, once per site.")] = None,
+    root: Annotated[list[str] | None, typer.Option(metavar="DIR|SITE=DIR", help="Dataset folder (sets data.root of "
+                                                   "every cell); a cross-site study: SITE=DIR, once per site.")] = None,
     phantom: Annotated[bool, typer.Option(help="Run the study's small form on the built-in phantom.")] = False,
     out: Annotated[Path, typer.Option(help="Parent folder of studies/<name>.")] = Path("studies"),
     launcher: Annotated[str, typer.Option(help="local (one cell per visible GPU, else sequential), slurm "

@@ -167,8 +167,8 @@ def composition(result: ExternalResult) -> str:
                 "on the run's validation images so that about 1% of images like them are flagged (docs/serve.md, "
                 "\"Out-of-distribution warning\").</p>")
         for note in (ood.get("note"), ood.get("run_note")):
-            if note:
-                out += f"<p class='muted'>{esc(note)}</p>"
+            if note:  # a sentence of its own on the page (the note is written to follow other words)
+                out += f"<p class='muted'>{esc(note[:1].upper() + note[1:])}</p>"
     return out
 
 
