@@ -217,3 +217,41 @@ def test_a_label_without_positives_on_the_target_leaves_both_means(external, tmp
         assert not res.labels[lab].auc.defined and res.labels[lab].run_auc.defined  # the run side could score it
     assert res.run_macro_auc.value == pytest.approx(np.mean([res.labels[lab].run_auc.value
                                                              for lab in res.macro_labels]))
+
+
+def test_the_page_opens_in_headless_chromium_with_its_figures(external, tmp_path):
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists() or importlib.util.find_spec("playwright") is None:
+        pytest.skip("needs the playwright package and /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    page_file = RunFolder(external["run"]).external_files("B")["report"]
+    shots = Path(os.environ.get("CXRLAB_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(page_file.as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+            headings = page.locator("h2").all_inner_texts()
+            tables = page.locator("table").count()
+            page.screenshot(path=str(shots / "external_report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    for head in ("Label map", "Images scored", "Composition shift", "Transported results", "Recalibrated results",
+                 "Subgroups"):
+        assert any(h.startswith(head) for h in headings), (head, headings)
+    assert tables >= 6
+    assert images and all(ok and width > 200 for _, ok, width in images), images  # the forest plots load
