@@ -109,8 +109,9 @@ def phantom(
     seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
     subtle: Annotated[bool, typer.Option(help="nih14: small, faint nodules (lost at low resolution).")] = False,
     workers: Annotated[int, typer.Option(help="Processes (0 = all cores).")] = 0,
-    site: Annotated[str | None, typer.Option(help="nih14/chexpert: the hospital, A (default) or B (other "
-                                             "exposure, noise, field of view, burned-in text, prevalence).")] = None,
+    site: Annotated[str | None, typer.Option(help="nih14/chexpert: the hospital, A (default), B (other "
+                                             "exposure, noise, field of view, burned-in text, half the prevalence) "
+                                             "or C (under-exposed, a wider field, 1.4x the prevalence).")] = None,
     masks: Annotated[bool, typer.Option(help="nih14/kermany/cxr5: also write the exact lung and heart masks "
                                         "(masks/<structure>/<image>.png, original pixels).")] = False,
     shortcut: Annotated[str | None, typer.Option(help="nih14: plant a shortcut, LABEL:POS_RATE:NEG_RATE (e.g. "
