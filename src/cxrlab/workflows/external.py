@@ -391,21 +391,15 @@ def _subgroups(run: RunFolder, rec: ModelRecord, frame: pd.DataFrame, y: np.ndar
                n_boot: int, seed: int) -> SubgroupResult | None:
     """The subgroup analysis of the scored images at the run's thresholds (``subgroups.json`` and the forest
     plots; None when ``by`` is empty).  Stale files of an earlier evaluation go first."""
-    from cxrlab.evaluate.subgroups import age_groups, as_groups, subgroup_analysis
-    from cxrlab.workflows.subgroups import DEFAULT_AGE_BINS
+    from cxrlab.evaluate.subgroups import subgroup_analysis
+    from cxrlab.workflows.subgroups import DEFAULT_AGE_BINS, attribute_groups
 
     files["subgroups"].unlink(missing_ok=True)
     for lab in labels:
         _figure(run, files, lab).unlink(missing_ok=True)
     if not by:
         return None
-    attrs = {}
-    for a in by:
-        if a == "age":
-            ages = pd.to_numeric(frame["age"], errors="coerce").to_numpy(dtype=float)
-            attrs[a] = age_groups(ages, list(DEFAULT_AGE_BINS), f"{root}: age")
-        else:
-            attrs[a] = as_groups(frame[a].to_numpy())
+    attrs = attribute_groups(frame, by, DEFAULT_AGE_BINS, root)
     thresholds = {lab: float(rec.thresholds.get(lab, 0.5)) for lab in labels}
     result = subgroup_analysis(y, probs, labels, thresholds, attrs, groups, n_boot=n_boot, seed=seed,
                                threshold_rule=f"{rec.threshold_rule} (the run's, transported)",

@@ -71,6 +71,20 @@ def _check_values(run: RunFolder, test: pd.DataFrame, attrs: dict[str, np.ndarra
                       f"report left as they were{hint}")
 
 
+def attribute_groups(columns: pd.DataFrame, by: list[str], age_bins: list[float] | tuple[float, ...],
+                     origin: str) -> dict[str, np.ndarray]:
+    """Each attribute's group per image: ``age`` binned by ``age_bins`` (an age the bins do not cover is one
+    line naming ``origin``), the others as recorded (blank: ``unknown``)."""
+    attrs = {}
+    for a in by:
+        if a == "age":
+            ages = pd.to_numeric(columns["age"], errors="coerce").to_numpy(dtype=float)
+            attrs[a] = age_groups(ages, list(age_bins), f"{origin}: age")
+        else:
+            attrs[a] = as_groups(columns[a].to_numpy())
+    return attrs
+
+
 def subgroups_run(run_dir: str | Path, by: list[str] | tuple[str, ...] = DEFAULT_BY,
                   age_bins: list[float] | tuple[float, ...] = DEFAULT_AGE_BINS, n_boot: int = 1000, seed: int = 0,
                   intersections: bool = True) -> SubgroupResult:
@@ -99,13 +113,7 @@ def subgroups_run(run_dir: str | Path, by: list[str] | tuple[str, ...] = DEFAULT
                           "(`cxrlab train --resume`) or run `cxrlab evaluate` first")
     test = run.read_predictions("test")
     columns, origin = _group_columns(run, test, by)
-    attrs = {}
-    for a in by:
-        if a == "age":
-            ages = pd.to_numeric(columns["age"], errors="coerce").to_numpy(dtype=float)
-            attrs[a] = age_groups(ages, list(age_bins), f"{origin}: age")
-        else:
-            attrs[a] = as_groups(columns[a].to_numpy())
+    attrs = attribute_groups(columns, by, age_bins, origin)
     _check_values(run, test, attrs, origin)
     y, p, patients = split_prediction_table(test, rec.labels)
     result = subgroup_analysis(y, p, rec.labels, rec.thresholds, attrs, patients, intersections=intersections,
