@@ -57,7 +57,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _both(y: np.ndarray) -> bool:
+def has_both(y: np.ndarray) -> bool:
+    """Both classes among the labelled entries (NaN: not labelled): an AUC, or a fit, is defined."""
     y = y[~np.isnan(y)]
     return bool(len(y)) and 0 < y.sum() < len(y)
 
@@ -78,7 +79,7 @@ def fit_temperature_binary(y: np.ndarray, p: np.ndarray) -> float:
     """The ``T`` minimising the validation log loss of ``sigmoid(logit(p) / T)`` (1.0 without both classes, and
     NaN where the fit runs to its lower bound: a separable split, :data:`SEPARABLE`)."""
     keep = ~np.isnan(y)
-    if not _both(y):
+    if not has_both(y):
         return 1.0
     if _separable(y, p):
         return float("nan")
@@ -109,7 +110,7 @@ def fit_platt(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     """``(a, b)`` of ``sigmoid(a logit(p) + b)`` by maximum likelihood ((1, 0) without both classes; (NaN, NaN)
     where the slope runs past e^4: a separable split, :data:`SEPARABLE`)."""
     keep = ~np.isnan(y)
-    if not _both(y):
+    if not has_both(y):
         return 1.0, 0.0
     if _separable(y, p):
         return float("nan"), float("nan")
@@ -136,7 +137,7 @@ def fit_isotonic(y: np.ndarray, p: np.ndarray) -> tuple[list[float], list[float]
     from sklearn.isotonic import IsotonicRegression
 
     keep = ~np.isnan(y)
-    if not _both(y):
+    if not has_both(y):
         return [0.0, 1.0], [0.0, 1.0]
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p[keep].astype(np.float64), y[keep])
     return [float(v) for v in iso.X_thresholds_], [float(v) for v in iso.y_thresholds_]
@@ -287,7 +288,7 @@ def calibration_stats(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str,
     nan = float("nan")
     out: dict[str, Any] = {"n": int(keep.sum()), "brier": float(np.mean((pk - yk) ** 2)) if len(yk) else nan,
                            "slope": nan, "intercept": nan}
-    if _both(yk):
+    if has_both(yk):
         z = logit(pk)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

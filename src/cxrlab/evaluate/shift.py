@@ -90,12 +90,6 @@ def positive_rate(p: np.ndarray, threshold: float) -> float:
     return float(np.mean(p >= threshold)) if len(p) else float("nan")
 
 
-def has_both(y: np.ndarray) -> bool:
-    """Both classes among the labelled entries (NaN: not labelled): an AUC is defined."""
-    y = y[~np.isnan(y)]
-    return bool(len(y)) and 0 < y.sum() < len(y)
-
-
 def auc_with_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, n_boot: int,
                 seed: int) -> dict[str, Any]:
     """AUC with its patient-bootstrap 95% CI (``{"value", "ci_low", "ci_high", "n_boot"}``)."""

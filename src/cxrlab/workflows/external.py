@@ -34,6 +34,7 @@ from cxrlab.data.sources import load_source
 from cxrlab.data.vocabulary import LabelMatch, Vocabulary, combine
 from cxrlab.errors import CxrlabError
 from cxrlab.evaluate import shift
+from cxrlab.evaluate.calibration import has_both
 from cxrlab.evaluate.evaluate import split_prediction_table
 from cxrlab.evaluate.records import DuplicateResult, ExternalResult, SubgroupResult, fresh
 from cxrlab.progress import progress, say
@@ -289,7 +290,7 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
     cols = [j for j, m in enumerate(matches) if m.evaluable]
     # the macro AUC of each side averages the same labels: those with both classes on the target and in the run's
     # test split (a label without positives on one side would otherwise drop out of that side's mean only)
-    both = [j for j in cols if shift.has_both(y[:, j]) and shift.has_both(run_y[:, j])]
+    both = [j for j in cols if has_both(y[:, j]) and has_both(run_y[:, j])]
     run_factors, run_ood, run_note = _run_side(run, rec, opened.predictor, scorer, workers)
     ood = None
     if flags is not None:
@@ -315,7 +316,7 @@ def evaluate_external(run_dir: str | Path, source: str, root: str | Path, option
         "duplicates_excluded": excluded})
     run.write_json(files["result"], result.to_dict())
     # a label of one class among the scored images has no AUC or rate in any group: left out, one line says so
-    grouped = [j for j in cols if shift.has_both(y[:, j])]
+    grouped = [j for j in cols if has_both(y[:, j])]
     one_class = [rec.labels[j] for j in cols if j not in grouped]
     skipped = subgroups_skipped(result, one_class) if by else ""
     if by and not grouped:
