@@ -164,7 +164,7 @@ def test_confusion_matrices_show_counts_and_row_shares_on_one_scale_and_rocs_ove
     import cxrlab.report.study as rs
 
     drawn = []
-    monkeypatch.setattr(rs, "_png", lambda fig: drawn.append(fig) or "png")
+    monkeypatch.setattr(rs, "as_base64", lambda fig: drawn.append(fig) or "png")
     cells = {"a": {"task": "binary", "labels": ["P"], "confusion_matrix": [[30, 10], [5, 55]], "per_label": {},
                    "roc": {"P": {"fpr": [0, 0.2, 1], "tpr": [0, 0.8, 1]}}},
              "b": {"task": "binary", "labels": ["P"], "confusion_matrix": [[20, 20], [1, 59]], "per_label": {},

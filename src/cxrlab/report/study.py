@@ -61,10 +61,6 @@ def _p(p: Any, n_boot: int | None = None) -> str:
     return present.pvalue(p, 1 / n_boot if n_boot else None)
 
 
-def _png(fig: plt.Figure) -> str:
-    return as_base64(fig)
-
-
 @_reads_result
 def ci_label(data: StudyResult) -> str:
     """``95% CI, B=1000``: the interval's level and its bootstrap resamples (every B on the page, if several)."""
@@ -169,7 +165,7 @@ def confusion_plot(data: StudyResult) -> str | None:
     bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     fig.suptitle("confusion matrices (test split; binary cells at the validation-chosen threshold): "
                  "count and row %", fontsize=11)
-    return _png(fig)
+    return as_base64(fig)
 
 
 @_reads_result
@@ -209,7 +205,7 @@ def roc_plot(data: StudyResult) -> str | None:
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
                frameon=False)
     fig.tight_layout(rect=(0, 0.045 * math.ceil(len(handles) / 3) / rows + 0.02, 1, 1))
-    return _png(fig)
+    return as_base64(fig)
 
 
 @_reads_result
@@ -464,7 +460,7 @@ def axis_plot(data: StudyResult) -> str | None:
     ax.set_ylabel(f"{next(iter(data.cells.values())).headline[0]} ({ci_label(data)})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return as_base64(fig)
 
 
 @_reads_result
@@ -491,7 +487,7 @@ def curves_plot(data: StudyResult) -> str | None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.suptitle("training curves per cell (same axes)")
-    return _png(fig)
+    return as_base64(fig)
 
 
 def _write_png(path: Path, b64: str) -> None:
