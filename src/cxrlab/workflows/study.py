@@ -242,6 +242,22 @@ def write_plan(plan: StudyPlan) -> Path:
 MASK_KINDS = ("nih14", "kermany", "cxr5")
 
 
+def _written_once(study: StudyFolder, made: dict[str, Any], key: str, write: Any) -> Any:
+    """What ``write()`` wrote for the phantom form described by ``made``: read back from the study's data marker
+    when it was written for the same ``made``, else written now and recorded there under ``key``."""
+    import json
+
+    from cxrlab.runio import atomic_write_json
+
+    marker = study.data_marker
+    old = json.loads(marker.read_text()) if marker.is_file() else {}
+    if old.get("made") == made:
+        return old[key]
+    value = write()
+    atomic_write_json(marker, {"made": made, key: value})
+    return value
+
+
 def _phantom_data(spec: StudySpec, study: StudyFolder) -> dict[str, Any]:
     """Write (once) the study's phantom dataset in the real layout; return its data keys (dotted).
 
@@ -249,21 +265,16 @@ def _phantom_data(spec: StudySpec, study: StudyFolder) -> dict[str, Any]:
     (:attr:`StudyFolder.data_masks`; the images are the same bytes), so every cell can be audited;
     ``options: {masks: false}`` turns them off.
     """
-    import json
-
     from cxrlab.data.phantom_dataset import write_phantom_dataset
-    from cxrlab.runio import atomic_write_json
 
     p = spec.phantom
-    marker = study.data_marker
     options = {"masks": True, **p.options} if p.kind in MASK_KINDS else dict(p.options)
-    made = {"kind": p.kind, "n": p.n, "size": p.size, "options": options}
-    if marker.is_file() and json.loads(marker.read_text()).get("made") == made:
-        src = json.loads(marker.read_text())["source"]
-    else:
+
+    def write() -> dict[str, Any]:
         ps = write_phantom_dataset(p.kind, study.data_dir, n=p.n, size=p.size, seed=0, **options)
-        src = {"source": ps.source, "root": str(ps.root), "labels": ps.labels, "task": ps.task}
-        atomic_write_json(marker, {"made": made, "source": src})
+        return {"source": ps.source, "root": str(ps.root), "labels": ps.labels, "task": ps.task}
+
+    src = _written_once(study, {"kind": p.kind, "n": p.n, "size": p.size, "options": options}, "source", write)
     return {"data.source": src["source"], "data.root": src["root"], "task": src["task"],
             "data.labels": list(src["labels"]), "data.cache_dir": str(study.cache_dir)}
 
@@ -271,24 +282,20 @@ def _phantom_data(spec: StudySpec, study: StudyFolder) -> dict[str, Any]:
 def _phantom_sites(spec: StudySpec, study: StudyFolder) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Write (once) a cross-site study's phantom hospitals, one dataset per site under ``data/<site>``; return
     site -> source, root, options and the form's common data keys (dotted)."""
-    import json
-
     from cxrlab.data.phantom_dataset import write_phantom_dataset
-    from cxrlab.runio import atomic_write_json
 
     p = spec.phantom
-    marker = study.data_marker
-    made = {"n": p.n, "size": p.size, "sites": {k: v.model_dump() for k, v in p.sites.items()}}
-    old = json.loads(marker.read_text()) if marker.is_file() else {}
-    if old.get("made") == made:
-        written = old["sites"]
-    else:
+
+    def write() -> dict[str, Any]:
         written = {}
         for name, site in p.sites.items():
             ps = write_phantom_dataset(site.kind, study.data_dir / name, n=p.n, size=p.size, seed=site.seed,
                                        **site.options)
             written[name] = {"source": ps.source, "root": str(ps.root)}
-        atomic_write_json(marker, {"made": made, "sites": written})
+        return written
+
+    made = {"n": p.n, "size": p.size, "sites": {k: v.model_dump() for k, v in p.sites.items()}}
+    written = _written_once(study, made, "sites", write)
     sites = {name: {**written[name], "options": dict(p.sites[name].source_options), "labels": None}
              for name in spec.sites}
     return sites, {"task": "multilabel", "data.cache_dir": str(study.cache_dir)}
