@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +23,41 @@ if "CXRLAB_REAL_DATA" in os.environ:
     REAL = Path(os.environ["CXRLAB_REAL_DATA"])
 
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real sample data not found at {REAL}")
+
+#: Debian's Chromium, driven by playwright for the page tests (never `playwright install`).
+CHROMIUM = Path("/usr/bin/chromium")
+needs_browser = pytest.mark.skipif(
+    not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
+    reason="needs the playwright package and /usr/bin/chromium (apt-get install chromium)")
+
+
+def screenshots(tmp_path: Path) -> Path:
+    """Where the page tests save screenshots: ``$CXRLAB_SCREENSHOTS``, else the test's tmp folder."""
+    shots = Path(os.environ.get("CXRLAB_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+@contextmanager
+def browser_page(path: Path, width: int = 1200, height: int = 900) -> Iterator[tuple[Any, list[str]]]:
+    """A headless-Chromium page (the CI's flags) with ``path`` loaded, and the list that collects its console
+    errors, page errors and failed requests."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(Path(path).as_uri())
+            page.wait_for_load_state("load")
+            yield page, errors
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import browser_page, needs_browser, run_cli, screenshots
 from cxrlab.errors import ConfigError, CxrlabError
 from cxrlab.evaluate.records import StudyResult
 from cxrlab.studies.spec import list_presets, load_study
@@ -181,38 +181,15 @@ def test_study_files_with_sites_are_checked(tmp_path):
     assert names == ["train=nih", "train=chexpert"]  # two sites: leaving one out is the other's cell
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
+@needs_browser
 def test_the_report_opens_in_headless_chromium_with_the_heat_map(planted, tmp_path):
-    import importlib.util
-    import os
-    from pathlib import Path
-
-    if not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None:
-        pytest.skip("needs the playwright package and /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     folder, _ = planted
-    shots = Path(os.environ.get("CXRLAB_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto((folder / "report.html").as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-            headings = page.locator("h2").all_inner_texts()
-            matrix = page.locator("h2", has_text="Across sites: macro AUC").locator("xpath=following::table[1]")
-            rows = matrix.locator("tbody tr").count()
-            page.screenshot(path=str(shots / "cross_site_report.png"), full_page=True)
-        finally:
-            browser.close()
+    with browser_page(folder / "report.html", width=1300) as (page, errors):
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        headings = page.locator("h2").all_inner_texts()
+        matrix = page.locator("h2", has_text="Across sites: macro AUC").locator("xpath=following::table[1]")
+        rows = matrix.locator("tbody tr").count()
+        page.screenshot(path=str(screenshots(tmp_path) / "cross_site_report.png"), full_page=True)
     assert errors == []
     assert headings[:4] == ["What ran", "Results per cell", "Across sites: macro AUC, trained on (rows) x tested on "
                             "(columns)", "Own site vs other sites, on the same images"]

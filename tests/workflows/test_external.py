@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, train_tiny
+from conftest import browser_page, needs_browser, run_cli, screenshots, train_tiny
 from cxrlab.data.phantom import LABELS, render
 from cxrlab.data.phantom_dataset import write_phantom, write_phantom_dataset
 from cxrlab.data.phantom_layouts.chexpert import UncertainRule, write_phantom_chexpert
@@ -219,36 +219,14 @@ def test_a_label_without_positives_on_the_target_leaves_both_means(external, tmp
                                                              for lab in res.macro_labels]))
 
 
+@needs_browser
 def test_the_page_opens_in_headless_chromium_with_its_figures(external, tmp_path):
-    import importlib.util
-    import os
-    from pathlib import Path
-
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists() or importlib.util.find_spec("playwright") is None:
-        pytest.skip("needs the playwright package and /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     page_file = RunFolder(external["run"]).external_files("B")["report"]
-    shots = Path(os.environ.get("CXRLAB_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
-            page.goto(page_file.as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-            headings = page.locator("h2").all_inner_texts()
-            tables = page.locator("table").count()
-            page.screenshot(path=str(shots / "external_report.png"), full_page=True)
-        finally:
-            browser.close()
+    with browser_page(page_file, width=1300) as (page, errors):
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        headings = page.locator("h2").all_inner_texts()
+        tables = page.locator("table").count()
+        page.screenshot(path=str(screenshots(tmp_path) / "external_report.png"), full_page=True)
     assert errors == []
     for head in ("Label map", "Images scored", "Composition shift", "Transported results", "Recalibrated results",
                  "Subgroups"):

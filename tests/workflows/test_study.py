@@ -1,6 +1,5 @@
 """Studies: a grid of runs that resumes after kill -9, re-runs changed cells, and runs through submitit."""
 
-import importlib.util
 import json
 import os
 import re
@@ -8,12 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import browser_page, needs_browser, run_cli, screenshots
 from cxrlab.errors import ConfigError, CxrlabError
 from cxrlab.studies.spec import list_presets, load_study
 from cxrlab.workflows.study import plan_study, run_study
@@ -151,40 +149,21 @@ def test_presets_load_and_list():
     assert r.exit_code == 0 and "wollek2023_resolution" in r.stdout
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.mark.skipif(not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
-                    reason="needs the playwright package and /usr/bin/chromium (apt-get install chromium)")
+@needs_browser
 def test_study_report_opens_in_headless_chromium_with_every_image_and_no_error(study_file, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     from cxrlab.report.study import PHANTOM_BANNER
 
     overrides = ["train.epochs=2", "data.val_fraction=0.25"]
     report = run_study(study_file, overrides=overrides, phantom=True, out=tmp_path)
-    shots = Path(os.environ.get("CXRLAB_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
-            page.goto(report.as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-            headings = page.locator("h2").all_inner_texts()
-            banner = page.get_by_text(PHANTOM_BANNER)
-            banner_visible, banner_top = banner.is_visible(), banner.bounding_box()["y"]
-            command_visible = page.locator("code", has_text=" ".join(overrides)).is_visible()
-            setup_rows = page.locator("table").first.locator("tbody tr").count()
-            page.screenshot(path=str(shots / "study_report.png"), full_page=True)
-        finally:
-            browser.close()
+    shots = screenshots(tmp_path)
+    with browser_page(report) as (page, errors):
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        headings = page.locator("h2").all_inner_texts()
+        banner = page.get_by_text(PHANTOM_BANNER)
+        banner_visible, banner_top = banner.is_visible(), banner.bounding_box()["y"]
+        command_visible = page.locator("code", has_text=" ".join(overrides)).is_visible()
+        setup_rows = page.locator("table").first.locator("tbody tr").count()
+        page.screenshot(path=str(shots / "study_report.png"), full_page=True)
     assert errors == []
     assert banner_visible and banner_top < 300  # the phantom banner is seen before anything else
     assert command_visible and setup_rows == 2  # the overrides, verbatim; one setup row per cell
