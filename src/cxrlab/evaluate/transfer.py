@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrlab.evaluate.calibration import has_both
 from cxrlab.evaluate.compare import compare_tables
 from cxrlab.evaluate.evaluate import split_prediction_table
 from cxrlab.evaluate.shift import auc_with_ci, macro_with_ci
@@ -26,7 +27,7 @@ from cxrlab.evaluate.shift import auc_with_ci, macro_with_ci
 
 def evaluable_labels(table: pd.DataFrame, labels: list[str]) -> list[str]:
     """The labels a site can score: its targets hold both classes (a label the site lacks is NaN throughout)."""
-    return [lab for lab in labels if lab in table.columns and table[lab].dropna().nunique() == 2]
+    return [lab for lab in labels if lab in table.columns and has_both(table[lab].to_numpy(dtype=float))]
 
 
 def site_scores(table: pd.DataFrame, labels: list[str], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -37,9 +38,7 @@ def site_scores(table: pd.DataFrame, labels: list[str], n_boot: int = 1000, seed
     per = {lab: auc_with_ci(y[:, j], p[:, j], groups, n_boot, seed + j) for j, lab in enumerate(scored)}
     return {"n_images": int(len(table)),
             "n_patients": int(len(np.unique(groups))) if groups is not None else int(len(table)),
-            "labels": scored, "per_label": per,
-            "macro": macro_with_ci(y, p, groups, n_boot, seed) if scored else
-            {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_boot": n_boot}}
+            "labels": scored, "per_label": per, "macro": macro_with_ci(y, p, groups, n_boot, seed)}
 
 
 def own_vs_other(own: pd.DataFrame, other: pd.DataFrame, labels: list[str], own_name: str, other_name: str,
